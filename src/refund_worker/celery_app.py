@@ -1,0 +1,97 @@
+"""The Celery app: ``celery -A refund_worker.celery_app worker`` or ``refund-worker worker``.
+
+Redis delivers at least once. Every setting here serves the two promises:
+
+* ``task_acks_late`` + ``task_reject_on_worker_lost``: a message is acknowledged only after its
+  task ran, so a killed worker's refund is delivered again (and then reconciled, not repeated);
+* the visibility timeout is set for the broker and the result backend alike, and start-up checks
+  it exceeds the longest retry countdown plus the lease (else Redis would redeliver a message that
+  is only waiting for its countdown);
+* task events are on so Flower sees every task; results are not stored (the database is the
+  source of truth, and a result backend would only duplicate it).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery import Celery
+from celery.signals import worker_init, worker_process_init
+
+from refund_worker.settings import Settings, get_settings
+
+QUEUE = "refunds"
+PROCESS_TASK = "refunds.process"
+NOTIFY_TASK = "refunds.notify"
+SWEEP_TASK = "refunds.sweep"
+
+
+def configure(app: Celery, settings: Settings) -> None:
+    """Apply every setting derived from ``settings`` to ``app``."""
+    transport_options = {"visibility_timeout": settings.visibility_timeout}
+    app.conf.update(
+        broker_url=settings.broker_url,
+        broker_transport_options=transport_options,
+        result_backend_transport_options=transport_options,
+        broker_connection_retry_on_startup=True,
+        task_serializer="json",
+        accept_content=["json"],
+        task_ignore_result=True,
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        task_acks_on_failure_or_timeout=True,
+        task_default_queue=QUEUE,
+        task_track_started=False,
+        worker_prefetch_multiplier=4,
+        worker_send_task_events=True,
+        task_send_sent_event=False,
+        worker_hijack_root_logger=False,
+        worker_cancel_long_running_tasks_on_connection_loss=False,
+        beat_schedule={
+            "sweep-stranded-refunds": {
+                "task": SWEEP_TASK,
+                "schedule": settings.sweep_interval_seconds,
+                "options": {"expires": settings.sweep_interval_seconds},
+            }
+        },
+    )
+
+
+def check_visibility_timeout(app: Celery, settings: Settings) -> None:
+    """Refuse to start when the effective visibility timeouts are shorter than retries need."""
+    needed = settings.retry_backoff_max + settings.lease_seconds
+    for name in ("broker_transport_options", "result_backend_transport_options"):
+        value = (app.conf.get(name) or {}).get("visibility_timeout")
+        if value is None or float(value) <= needed:
+            raise RuntimeError(
+                f"{name}['visibility_timeout'] is {value}; it must exceed "
+                f"retry_backoff_max + lease_seconds = {needed:g}"
+            )
+
+
+def create_app(settings: Settings | None = None) -> Celery:
+    """A configured Celery app with the refund tasks registered."""
+    settings = settings or get_settings()
+    celery_app = Celery("refund_worker", include=["refund_worker.tasks"])
+    configure(celery_app, settings)
+    return celery_app
+
+
+app = create_app()
+
+
+@worker_init.connect
+def _check_at_start(**_: Any) -> None:
+    """Fail fast on an unusable configuration, before the first task is taken."""
+    from refund_worker.runtime import get_runtime
+
+    check_visibility_timeout(app, get_settings())
+    get_runtime().check_ready()
+
+
+@worker_process_init.connect
+def _after_fork(**_: Any) -> None:
+    """Connections must not cross a fork (prefork pool)."""
+    from refund_worker.runtime import reset_runtime
+
+    reset_runtime()

@@ -1,0 +1,129 @@
+"""Engine, the ``session_scope()`` unit of work, and the schema check (Alembic)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from functools import lru_cache
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import CursorResult, Engine, Result, create_engine, event
+from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.orm import Session, sessionmaker
+
+from refund_worker.errors import ConfigurationError, DatabaseUnavailable
+
+
+def make_engine(database_url: str, **kwargs: Any) -> Engine:
+    """An engine tuned per backend: WAL and a busy timeout for SQLite, pre-ping for PostgreSQL."""
+    if database_url.startswith("sqlite"):
+        engine = create_engine(
+            database_url, connect_args={"check_same_thread": False, "timeout": 30}, **kwargs
+        )
+
+        @event.listens_for(engine, "connect")
+        def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+            cursor = dbapi_connection.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA synchronous=NORMAL")
+            cursor.execute("PRAGMA foreign_keys=ON")
+            cursor.execute("PRAGMA busy_timeout=30000")
+            cursor.close()
+
+        return engine
+    kwargs.setdefault("pool_pre_ping", True)
+    kwargs.setdefault("pool_size", 10)
+    kwargs.setdefault("max_overflow", 20)
+    return create_engine(database_url, **kwargs)
+
+
+class Database:
+    """One engine and its session factory."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.sessions = sessionmaker(engine, expire_on_commit=False)
+
+    @classmethod
+    def from_url(cls, database_url: str) -> Database:
+        """A database for ``database_url``."""
+        return cls(make_engine(database_url))
+
+    @contextmanager
+    def session_scope(self) -> Iterator[Session]:
+        """A unit of work: commit on success, roll back on error, connection loss → retryable."""
+        session = self.sessions()
+        try:
+            yield session
+            session.commit()
+        except DBAPIError as exc:
+            session.rollback()
+            if exc.connection_invalidated or isinstance(exc, OperationalError):
+                raise DatabaseUnavailable(
+                    f"database unavailable: {type(exc.orig).__name__}"
+                ) from exc
+            raise
+        except BaseException:
+            session.rollback()
+            raise
+        finally:
+            session.close()
+
+    @property
+    def is_sqlite(self) -> bool:
+        """True on SQLite, where the schema is created on first use."""
+        return self.engine.dialect.name == "sqlite"
+
+    def prepare(self) -> None:
+        """Make the schema usable: upgrade SQLite in place; refuse an out-of-date PostgreSQL."""
+        if self.is_sqlite:
+            upgrade(self.engine)
+            return
+        current, head = schema_revisions(self.engine)
+        if current != head:
+            raise ConfigurationError(
+                f"the database schema is at {current or 'nothing'}, the code needs {head}: "
+                "run `refund-worker db upgrade`"
+            )
+
+    def dispose(self) -> None:
+        """Close every pooled connection (after fork, and at shutdown)."""
+        self.engine.dispose()
+
+
+def alembic_config(engine: Engine | None = None) -> Config:
+    """Alembic's config pointing at the migrations shipped in the package."""
+    config = Config()
+    config.set_main_option("script_location", "refund_worker:migrations")
+    if engine is not None:
+        config.attributes["engine"] = engine
+    return config
+
+
+def upgrade(engine: Engine, revision: str = "head") -> None:
+    """Apply migrations up to ``revision``."""
+    command.upgrade(alembic_config(engine), revision)
+
+
+def schema_revisions(engine: Engine) -> tuple[str | None, str | None]:
+    """(revision the database is at, revision the code expects)."""
+    head = ScriptDirectory.from_config(alembic_config()).get_current_head()
+    with engine.connect() as connection:
+        current = MigrationContext.configure(connection).get_current_revision()
+    return current, head
+
+
+def rowcount(result: Result[Any]) -> int:
+    """Rows an UPDATE/DELETE/INSERT touched."""
+    assert isinstance(result, CursorResult)
+    return result.rowcount
+
+
+@lru_cache(maxsize=8)
+def database_for(database_url: str) -> Database:
+    """One ``Database`` per URL per process."""
+    return Database.from_url(database_url)

@@ -1,0 +1,149 @@
+"""SQLAlchemy 2.0 tables: refunds, their Magento calls (audit), their events, and order locks."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from sqlalchemy import (
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    TypeDecorator,
+)
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from refund_worker.schemas import NotificationStatus, RefundStatus
+
+
+def utcnow() -> datetime:
+    """Timezone-aware now, in UTC."""
+    return datetime.now(UTC)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Stores UTC on every backend and always hands back aware datetimes (SQLite drops tzinfo)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+class Base(DeclarativeBase):
+    """Declarative base of every table."""
+
+
+class Refund(Base):
+    """One accepted refund request and everything known about its outcome."""
+
+    __tablename__ = "refunds"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    idempotency_key: Mapped[str] = mapped_column(String(255), unique=True)
+    payload_hash: Mapped[str] = mapped_column(String(64))
+    request_json: Mapped[str] = mapped_column(Text)
+    order_id: Mapped[int] = mapped_column(Integer, index=True)
+    invoice_id: Mapped[int | None] = mapped_column(Integer)
+    store_code: Mapped[str | None] = mapped_column(String(32))
+    service_requested: Mapped[str] = mapped_column(String(16))
+    service: Mapped[str | None] = mapped_column(String(16))
+    status: Mapped[str] = mapped_column(String(16), default=RefundStatus.RECEIVED.value)
+    creditmemo_id: Mapped[int | None] = mapped_column(Integer)
+    outcome: Mapped[str | None] = mapped_column(Text)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    last_error_kind: Mapped[str | None] = mapped_column(String(16))
+    last_http_status: Mapped[int | None] = mapped_column(Integer)
+    #: A money-moving call may have reached Magento and its outcome is not known yet.
+    in_doubt: Mapped[bool] = mapped_column(Boolean, default=False)
+    #: Bumped by every state change; claims are compare-and-set on it.
+    version: Mapped[int] = mapped_column(Integer, default=0)
+    lease_token: Mapped[str | None] = mapped_column(String(36))
+    lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    first_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    last_call_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    published_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    notify_customer: Mapped[bool] = mapped_column(Boolean, default=False)
+    notification_status: Mapped[str] = mapped_column(
+        String(16), default=NotificationStatus.NOT_REQUESTED.value
+    )
+    notification_attempts: Mapped[int] = mapped_column(Integer, default=0)
+    notification_error: Mapped[str | None] = mapped_column(Text)
+    notification_lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    notification_next_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    notification_published_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    created_by: Mapped[str | None] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
+    settled_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+    __table_args__ = (
+        Index("ix_refunds_status_next_attempt_at", "status", "next_attempt_at"),
+        Index("ix_refunds_notification_status", "notification_status"),
+    )
+
+    @property
+    def marker(self) -> str:
+        """The text every credit memo of this refund carries in its comment."""
+        return f"refund-worker:{self.id}"
+
+
+class MagentoCall(Base):
+    """Audit: one row per HTTP call to Magento. No secrets, headers or bodies."""
+
+    __tablename__ = "magento_calls"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    refund_id: Mapped[str] = mapped_column(
+        String(36), ForeignKey("refunds.id", ondelete="CASCADE"), index=True
+    )
+    attempt: Mapped[int] = mapped_column(Integer)
+    operation: Mapped[str] = mapped_column(String(32))
+    method: Mapped[str] = mapped_column(String(8))
+    path: Mapped[str] = mapped_column(String(255))
+    http_status: Mapped[int | None] = mapped_column(Integer)
+    duration_ms: Mapped[float] = mapped_column(Float)
+    error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, index=True)
+
+
+class RefundEvent(Base):
+    """Audit: what happened to a refund besides Magento calls (reconciled, replayed, swept...)."""
+
+    __tablename__ = "refund_events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    refund_id: Mapped[str] = mapped_column(
+        String(36), ForeignKey("refunds.id", ondelete="CASCADE"), index=True
+    )
+    kind: Mapped[str] = mapped_column(String(32))
+    detail: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class OrderLock(Base):
+    """At most one refund per Magento order is in flight across all workers."""
+
+    __tablename__ = "order_locks"
+
+    order_id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    refund_id: Mapped[str] = mapped_column(String(36))
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime())

@@ -1,0 +1,532 @@
+"""The refund domain service: claim the row, reconcile, call Magento, record the outcome.
+
+One attempt is three short steps, never one long transaction:
+
+1. **Claim** (one transaction): compare-and-set the refund row to ``processing`` with a lease,
+   take the order's lock (at most one refund per order in flight), mark the attempt in doubt.
+2. **Act** (no transaction open): if an earlier attempt may have reached Magento, look for our
+   marker in the order's credit memos first; otherwise route and make the one money-moving call.
+3. **Record** (one transaction): the outcome, the audit rows, and the order lock released.
+
+A worker killed anywhere leaves the row ``processing`` and in doubt; once its lease expires the
+next delivery reconciles before it could ever call Magento again. Never imports Celery.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, Protocol
+
+from pydantic import ValidationError
+from sqlalchemy import delete, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from refund_worker.db import Database, rowcount
+from refund_worker.errors import (
+    InvalidRefund,
+    MagentoRateLimited,
+    PermanentError,
+    RefundWorkerError,
+    RetryableError,
+)
+from refund_worker.magento import CallRecord
+from refund_worker.models import MagentoCall, OrderLock, Refund, RefundEvent, utcnow
+from refund_worker.ratelimit import CallLimiter, NoLimit
+from refund_worker.routing import RefundCall, needs_invoices, plan_refund
+from refund_worker.schemas import (
+    SETTLED_STATUSES,
+    NotificationStatus,
+    RefundRequest,
+    RefundStatus,
+    Service,
+)
+from refund_worker.settings import Settings
+
+log = logging.getLogger(__name__)
+
+#: How long a refund waits for another refund of the same order to finish.
+ORDER_BUSY_DELAY = 2.0
+
+
+class MagentoAPI(Protocol):
+    """The part of ``refund_worker.magento.MagentoClient`` the refund service uses."""
+
+    def get_order(self, order_id: int, *, store_code: str | None = None) -> dict[str, Any]: ...
+    def get_invoice(self, invoice_id: int, *, store_code: str | None = None) -> dict[str, Any]: ...
+    def search_invoices(
+        self, *, order_id: int, store_code: str | None = None
+    ) -> list[dict[str, Any]]: ...
+    def refund_invoice(
+        self, invoice_id: int, body: dict[str, Any], *, store_code: str | None = None
+    ) -> int: ...
+    def refund_order(
+        self, order_id: int, body: dict[str, Any], *, store_code: str | None = None
+    ) -> int: ...
+    def refund_creditmemo(
+        self, body: dict[str, Any], *, store_code: str | None = None
+    ) -> dict[str, Any]: ...
+    def save_creditmemo(
+        self, body: dict[str, Any], *, store_code: str | None = None
+    ) -> dict[str, Any]: ...
+    def get_creditmemo(
+        self, creditmemo_id: int, *, store_code: str | None = None
+    ) -> dict[str, Any]: ...
+    def find_creditmemo_by_marker(
+        self,
+        *,
+        order_id: int,
+        marker: str,
+        created_from: datetime | None,
+        store_code: str | None = None,
+    ) -> dict[str, Any] | None: ...
+    def send_creditmemo_email(
+        self, creditmemo_id: int, *, store_code: str | None = None
+    ) -> bool: ...
+
+
+#: Builds a client that reports each call to the given callback (one per attempt).
+ClientFactory = Callable[[Callable[[CallRecord], None]], MagentoAPI]
+
+
+@dataclass(frozen=True)
+class AttemptResult:
+    """What one delivery of a task achieved, for the thin task to act on."""
+
+    refund_id: str
+    status: str
+    detail: str = ""
+    retry_in: float | None = None  # seconds until the task should run again
+    publish_notification: bool = False
+    error: RefundWorkerError | None = None  # a permanent failure, re-raised so Flower shows it
+
+
+@dataclass
+class _Claim:
+    refund_id: str
+    request: RefundRequest
+    marker: str
+    token: str
+    attempt: int
+    was_in_doubt: bool
+    first_attempt_at: datetime
+    calls: list[CallRecord] = field(default_factory=list)
+
+
+def backoff_seconds(settings: Settings, attempt: int, rng: random.Random | None = None) -> float:
+    """Capped exponential backoff with jitter: base * 2**(attempt-1), capped, times 0.5..1."""
+    rng = rng or random.Random()
+    raw = min(settings.retry_backoff_max, settings.retry_backoff_base * 2 ** max(0, attempt - 1))
+    return float(round(raw * (0.5 + rng.random() / 2), 3))
+
+
+class RefundService:
+    """Processes one refund delivery at a time; safe to run in many threads and processes."""
+
+    def __init__(
+        self,
+        database: Database,
+        client_factory: ClientFactory,
+        settings: Settings,
+        *,
+        limiter: CallLimiter | None = None,
+        clock: Callable[[], datetime] = utcnow,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.database = database
+        self.client_factory = client_factory
+        self.settings = settings
+        self.limiter = limiter or NoLimit()
+        self.clock = clock
+        self.rng = rng or random.Random()
+        self.extra_offline = frozenset(settings.offline_payment_methods)
+
+    # -- the one entry point ---------------------------------------------------------------
+
+    def process(self, refund_id: str) -> AttemptResult:
+        """Run one attempt of ``refund_id``: claim, reconcile or refund, record."""
+        claim = self._claim(refund_id)
+        if isinstance(claim, AttemptResult):
+            return claim
+        client = self.client_factory(claim.calls.append)
+        try:
+            outcome = self._act(claim, client)
+        except PermanentError as exc:
+            return self._record_failure(claim, exc)
+        except RetryableError as exc:
+            return self._record_retry(claim, exc)
+        except Exception as exc:  # a bug or odd data must fail this refund, not loop forever
+            log.exception("refund %s: unexpected error", refund_id)
+            unexpected = PermanentError(f"unexpected error: {type(exc).__name__}: {exc}")
+            in_doubt = claim.was_in_doubt or _reached_refund_call(claim.calls)
+            return self._record_failure(claim, unexpected, in_doubt=in_doubt)
+        return self._record_success(claim, *outcome)
+
+    # -- step 1: claim -----------------------------------------------------------------------
+
+    def _claim(self, refund_id: str) -> _Claim | AttemptResult:
+        now = self.clock()
+        with self.database.session_scope() as session:
+            row = session.get(Refund, refund_id)
+            if row is None:
+                return AttemptResult(refund_id, "unknown", "no such refund; message dropped")
+            if row.status in SETTLED_STATUSES:
+                return AttemptResult(refund_id, row.status, "already settled; duplicate delivery")
+            if row.status == RefundStatus.PROCESSING and _after(row.lease_expires_at, now):
+                return AttemptResult(refund_id, row.status, "in flight in another worker")
+            if row.status != RefundStatus.PROCESSING and _after(
+                row.next_attempt_at, now + timedelta(seconds=1)
+            ):
+                return AttemptResult(refund_id, row.status, "not due yet; an earlier copy")
+            try:
+                request = RefundRequest.model_validate_json(row.request_json)
+            except ValidationError as exc:
+                self._fail_unreadable(session, row, now, exc)
+                return AttemptResult(refund_id, RefundStatus.FAILED, "stored request unreadable")
+            token = str(uuid.uuid4())
+            lease_until = now + timedelta(seconds=self.settings.lease_seconds)
+            if not _take_order_lock(session, row.order_id, refund_id, now, lease_until):
+                session.rollback()
+                return AttemptResult(
+                    refund_id,
+                    row.status,
+                    f"order {row.order_id} has a refund in flight",
+                    retry_in=ORDER_BUSY_DELAY * (1 + self.rng.random()),
+                )
+            was_in_doubt = row.in_doubt or row.status == RefundStatus.PROCESSING
+            first_attempt_at = row.first_attempt_at or now
+            claimed = rowcount(
+                session.execute(
+                    update(Refund)
+                    .where(Refund.id == refund_id, Refund.version == row.version)
+                    .values(
+                        status=RefundStatus.PROCESSING.value,
+                        attempts=Refund.attempts + 1,
+                        lease_token=token,
+                        lease_expires_at=lease_until,
+                        in_doubt=True,
+                        first_attempt_at=first_attempt_at,
+                        last_call_at=now,
+                        version=Refund.version + 1,
+                        updated_at=now,
+                    )
+                )
+            )
+            if claimed != 1:
+                session.rollback()
+                return AttemptResult(refund_id, row.status, "claimed by another worker first")
+            return _Claim(
+                refund_id=refund_id,
+                request=request,
+                marker=row.marker,
+                token=token,
+                attempt=row.attempts + 1,
+                was_in_doubt=was_in_doubt,
+                first_attempt_at=first_attempt_at,
+            )
+
+    def _fail_unreadable(
+        self, session: Session, row: Refund, now: datetime, exc: ValidationError
+    ) -> None:
+        fields = ", ".join(".".join(map(str, e["loc"])) or "request" for e in exc.errors())
+        row.status = RefundStatus.FAILED.value
+        row.last_error = f"stored request cannot be processed ({fields}): {exc.errors()[0]['msg']}"
+        row.last_error_kind = "permanent"
+        row.settled_at = now
+        row.version += 1
+
+    # -- step 2: act (no transaction open) --------------------------------------------------
+
+    def _act(self, claim: _Claim, client: MagentoAPI) -> tuple[int, str | None, str]:
+        """(credit memo id, service used, outcome text). Raises on failure."""
+        request = claim.request
+        store = request.store_code
+        if claim.was_in_doubt:
+            skew = timedelta(seconds=self.settings.reconcile_clock_skew_seconds)
+            self.limiter.acquire()
+            found = client.find_creditmemo_by_marker(
+                order_id=request.order_id,
+                marker=claim.marker,
+                created_from=claim.first_attempt_at - skew,
+                store_code=store,
+            )
+            if found is not None:
+                creditmemo_id = int(found["entity_id"])
+                return (
+                    creditmemo_id,
+                    None,
+                    f"reconciled: credit memo {creditmemo_id} from an earlier attempt carries "
+                    "this refund's marker; not refunded again",
+                )
+        call = self._plan(claim, client)
+        self.limiter.acquire()
+        try:
+            creditmemo_id = _execute(client, call, store)
+        except MagentoRateLimited as exc:
+            if exc.retry_after:
+                self.limiter.pause(exc.retry_after)
+            raise
+        outcome = call.description
+        if not call.moves_money:
+            outcome += " (record only: no money moved, no totals changed)"
+        return creditmemo_id, call.service.value, outcome
+
+    def _plan(self, claim: _Claim, client: MagentoAPI) -> RefundCall:
+        request = claim.request
+        store = request.store_code
+        order: dict[str, Any] = {}
+        invoices: list[dict[str, Any]] = []
+        if request.service != "creditmemo":
+            self.limiter.acquire()
+            order = client.get_order(request.order_id, store_code=store)
+            if needs_invoices(request, order, self.extra_offline):
+                self.limiter.acquire()
+                if request.invoice_id is not None:
+                    invoices = [client.get_invoice(request.invoice_id, store_code=store)]
+                else:
+                    invoices = client.search_invoices(order_id=request.order_id, store_code=store)
+        return plan_refund(
+            request,
+            marker=claim.marker,
+            order=order,
+            invoices=invoices,
+            extra_offline=self.extra_offline,
+        )
+
+    # -- step 3: record ---------------------------------------------------------------------
+
+    def _record_success(
+        self, claim: _Claim, creditmemo_id: int, service: str | None, outcome: str
+    ) -> AttemptResult:
+        now = self.clock()
+        notify = claim.request.notify_customer
+        values: dict[str, Any] = {
+            "status": RefundStatus.SUCCEEDED.value,
+            "creditmemo_id": creditmemo_id,
+            "outcome": outcome,
+            "in_doubt": False,
+            "lease_token": None,
+            "lease_expires_at": None,
+            "last_error": None,
+            "last_error_kind": None,
+            "last_http_status": None,
+            "settled_at": now,
+            "updated_at": now,
+            "version": Refund.version + 1,
+        }
+        if service is not None:
+            values["service"] = service
+        if notify:
+            values["notification_status"] = NotificationStatus.PENDING.value
+            values["notification_next_at"] = now
+            values["notification_published_at"] = now
+        with self.database.session_scope() as session:
+            # Success is a fact even if our lease was taken over meanwhile: record it.
+            session.execute(
+                update(Refund)
+                .where(Refund.id == claim.refund_id, Refund.status != RefundStatus.SUCCEEDED.value)
+                .values(**values)
+            )
+            self._finish_attempt(session, claim)
+            if service is None:
+                session.add(
+                    RefundEvent(refund_id=claim.refund_id, kind="reconciled", detail=outcome)
+                )
+        log.info("refund %s succeeded: credit memo %s", claim.refund_id, creditmemo_id)
+        return AttemptResult(
+            claim.refund_id, RefundStatus.SUCCEEDED, outcome, publish_notification=notify
+        )
+
+    def _record_failure(
+        self, claim: _Claim, exc: PermanentError, *, in_doubt: bool | None = None
+    ) -> AttemptResult:
+        now = self.clock()
+        exc.refund_id = claim.refund_id
+        exc.idempotency_key = claim.request.idempotency_key
+        if in_doubt is None:
+            # A definitive answer to this attempt's call settles any earlier doubt, since the
+            # reconcile search ran first; a rejection while planning leaves the doubt as it was.
+            in_doubt = claim.was_in_doubt and not _reached_refund_call(claim.calls)
+        with self.database.session_scope() as session:
+            self._update_owned(
+                session,
+                claim,
+                status=RefundStatus.FAILED.value,
+                last_error=exc.message,
+                last_error_kind="permanent",
+                last_http_status=exc.http_status,
+                in_doubt=in_doubt,
+                settled_at=now,
+                updated_at=now,
+            )
+            self._finish_attempt(session, claim)
+        log.warning("refund %s failed permanently: %s", claim.refund_id, exc.message)
+        return AttemptResult(claim.refund_id, RefundStatus.FAILED, exc.message, error=exc)
+
+    def _record_retry(self, claim: _Claim, exc: RetryableError) -> AttemptResult:
+        now = self.clock()
+        unknown = exc.outcome_unknown or (
+            claim.was_in_doubt and not _reached_refund_call(claim.calls)
+        )
+        if claim.attempt >= self.settings.max_attempts:
+            failure = PermanentError(
+                f"gave up after {claim.attempt} attempts; last error: {exc.message}",
+                http_status=exc.http_status,
+            )
+            with self.database.session_scope() as session:
+                self._update_owned(
+                    session,
+                    claim,
+                    status=RefundStatus.FAILED.value,
+                    last_error=failure.message,
+                    last_error_kind="retryable",
+                    last_http_status=exc.http_status,
+                    in_doubt=unknown,
+                    settled_at=now,
+                    updated_at=now,
+                )
+                self._finish_attempt(session, claim)
+            return AttemptResult(
+                claim.refund_id, RefundStatus.FAILED, failure.message, error=failure
+            )
+        delay = backoff_seconds(self.settings, claim.attempt, self.rng)
+        if isinstance(exc, MagentoRateLimited) and exc.retry_after:
+            delay = max(delay, exc.retry_after + self.rng.random())
+        if unknown:
+            delay = max(delay, self.settings.magento_timeout + self.settings.in_doubt_grace_seconds)
+        last_call_at = _refund_call_started(claim.calls, now)
+        with self.database.session_scope() as session:
+            self._update_owned(
+                session,
+                claim,
+                status=RefundStatus.RETRYING.value,
+                last_error=exc.message,
+                last_error_kind="retryable",
+                last_http_status=exc.http_status,
+                in_doubt=unknown,
+                next_attempt_at=now + timedelta(seconds=delay),
+                published_at=now,
+                last_call_at=last_call_at,
+                updated_at=now,
+            )
+            self._finish_attempt(session, claim)
+        log.info("refund %s will retry in %.1fs: %s", claim.refund_id, delay, exc.message)
+        return AttemptResult(claim.refund_id, RefundStatus.RETRYING, exc.message, retry_in=delay)
+
+    def _update_owned(self, session: Session, claim: _Claim, **values: Any) -> None:
+        updated = rowcount(
+            session.execute(
+                update(Refund)
+                .where(Refund.id == claim.refund_id, Refund.lease_token == claim.token)
+                .values(
+                    lease_token=None, lease_expires_at=None, version=Refund.version + 1, **values
+                )
+            )
+        )
+        if updated != 1:
+            log.warning(
+                "refund %s: lease lost before recording; the next owner decides", claim.refund_id
+            )
+
+    def _finish_attempt(self, session: Session, claim: _Claim) -> None:
+        session.add_all(
+            MagentoCall(
+                refund_id=claim.refund_id,
+                attempt=claim.attempt,
+                operation=call.operation,
+                method=call.method,
+                path=call.path[:255],
+                http_status=call.http_status,
+                duration_ms=call.duration_ms,
+                error=call.error,
+            )
+            for call in claim.calls
+        )
+        session.execute(
+            delete(OrderLock).where(
+                OrderLock.order_id == claim.request.order_id,
+                OrderLock.refund_id == claim.refund_id,
+            )
+        )
+
+
+_REFUND_OPERATIONS = frozenset(
+    {"invoice_refund", "order_refund", "creditmemo_refund", "creditmemo_save"}
+)
+
+
+def _reached_refund_call(calls: list[CallRecord]) -> bool:
+    return any(call.operation in _REFUND_OPERATIONS for call in calls)
+
+
+def _refund_call_started(calls: list[CallRecord], default: datetime) -> datetime:
+    for call in calls:
+        if call.operation in _REFUND_OPERATIONS:
+            return default - timedelta(milliseconds=call.duration_ms)
+    return default
+
+
+def _execute(client: MagentoAPI, call: RefundCall, store: str | None) -> int:
+    if call.service is Service.INVOICE:
+        assert call.target_id is not None
+        return client.refund_invoice(call.target_id, call.body, store_code=store)
+    if call.service is Service.ORDER:
+        assert call.target_id is not None
+        return client.refund_order(call.target_id, call.body, store_code=store)
+    if call.service is Service.CREDITMEMO:
+        return int(client.refund_creditmemo(call.body, store_code=store)["entity_id"])
+    return int(client.save_creditmemo(call.body, store_code=store)["entity_id"])
+
+
+def _after(moment: datetime | None, now: datetime) -> bool:
+    return moment is not None and moment > now
+
+
+def _take_order_lock(
+    session: Session, order_id: int, refund_id: str, now: datetime, until: datetime
+) -> bool:
+    """Take (or take over, once expired) the order's lock for this refund."""
+    taken = rowcount(
+        session.execute(
+            update(OrderLock)
+            .where(
+                OrderLock.order_id == order_id,
+                (OrderLock.refund_id == refund_id) | (OrderLock.expires_at < now),
+            )
+            .values(refund_id=refund_id, expires_at=until)
+        )
+    )
+    if taken:
+        return True
+    dialect = session.get_bind().dialect.name
+    insert_fn = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    inserted = rowcount(
+        session.execute(
+            insert_fn(OrderLock)
+            .values(order_id=order_id, refund_id=refund_id, expires_at=until)
+            .on_conflict_do_nothing(index_elements=["order_id"])
+        )
+    )
+    return bool(inserted == 1)
+
+
+def load_request(refund: Refund) -> RefundRequest:
+    """The stored request of ``refund`` (``InvalidRefund`` if it cannot be read)."""
+    try:
+        return RefundRequest.model_validate(json.loads(refund.request_json))
+    except (ValueError, ValidationError) as exc:
+        raise InvalidRefund(f"stored request cannot be processed: {exc}") from None
+
+
+def get_refund(session: Session, id_or_key: str) -> Refund | None:
+    """A refund by id, else by idempotency key."""
+    row = session.get(Refund, id_or_key)
+    if row is None:
+        row = session.scalars(select(Refund).where(Refund.idempotency_key == id_or_key)).first()
+    return row

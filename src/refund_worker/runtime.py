@@ -1,0 +1,134 @@
+"""Builds the per-process services (database, Magento client, limiter) from settings, once."""
+
+from __future__ import annotations
+
+import contextvars
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import httpx
+import redis
+
+from refund_worker.db import Database
+from refund_worker.magento import BearerAuth, CallRecord, MagentoClient, OAuth1Auth
+from refund_worker.notifications import NotificationService
+from refund_worker.ratelimit import CallLimiter, NoLimit, RedisCallLimiter
+from refund_worker.refunds import MagentoAPI, RefundService
+from refund_worker.settings import Settings, get_settings
+
+_recorder: contextvars.ContextVar[Callable[[CallRecord], None] | None] = contextvars.ContextVar(
+    "refund_worker_call_recorder", default=None
+)
+
+
+def _record(call: CallRecord) -> None:
+    callback = _recorder.get()
+    if callback is not None:
+        callback(call)
+
+
+def magento_auth(settings: Settings) -> httpx.Auth:
+    """Bearer or OAuth 1.0a credentials from settings."""
+    settings.require_magento()
+    if settings.magento_token is not None:
+        return BearerAuth(settings.magento_token.get_secret_value())
+    assert settings.magento_oauth_consumer_key is not None
+    assert settings.magento_oauth_consumer_secret is not None
+    assert settings.magento_oauth_access_token is not None
+    assert settings.magento_oauth_access_token_secret is not None
+    return OAuth1Auth(
+        settings.magento_oauth_consumer_key.get_secret_value(),
+        settings.magento_oauth_consumer_secret.get_secret_value(),
+        settings.magento_oauth_access_token.get_secret_value(),
+        settings.magento_oauth_access_token_secret.get_secret_value(),
+    )
+
+
+@dataclass
+class Runtime:
+    """Everything a worker process needs, built once per process."""
+
+    settings: Settings
+    database: Database
+    client: MagentoClient
+    limiter: CallLimiter
+    refunds: RefundService
+    notifications: NotificationService
+
+    @classmethod
+    def from_settings(cls, settings: Settings, *, limiter: CallLimiter | None = None) -> Runtime:
+        """Wire the services; one shared HTTP connection pool, calls recorded per attempt."""
+        settings.require_magento()
+        database = Database.from_url(settings.database_url)
+        client = MagentoClient(
+            str(settings.magento_url),
+            auth=magento_auth(settings),
+            store_code=settings.magento_store_code,
+            timeout=settings.magento_timeout,
+            on_call=_record,
+        )
+        if limiter is None:
+            limiter = _limiter_for(settings)
+        factory = _client_factory(client)
+        return cls(
+            settings=settings,
+            database=database,
+            client=client,
+            limiter=limiter,
+            refunds=RefundService(database, factory, settings, limiter=limiter),
+            notifications=NotificationService(database, factory, settings, limiter=limiter),
+        )
+
+    def check_ready(self) -> None:
+        """Schema ready (created on SQLite; up to date on PostgreSQL), Magento configured."""
+        self.settings.require_magento()
+        self.database.prepare()
+
+    def close(self) -> None:
+        """Release connections."""
+        self.client.close()
+        self.database.dispose()
+
+
+def _client_factory(client: MagentoClient) -> Callable[[Callable[[CallRecord], None]], MagentoAPI]:
+    def factory(on_call: Callable[[CallRecord], None]) -> MagentoAPI:
+        _recorder.set(on_call)
+        return client
+
+    return factory
+
+
+def _limiter_for(settings: Settings) -> CallLimiter:
+    if settings.magento_rate_limit <= 0 or not settings.broker_url.startswith("redis"):
+        return NoLimit()
+    return RedisCallLimiter(
+        redis.Redis.from_url(settings.broker_url),
+        instance=str(settings.magento_url),
+        rate=settings.magento_rate_limit,
+    )
+
+
+_lock = threading.Lock()
+_runtime: Runtime | None = None
+
+
+def get_runtime() -> Runtime:
+    """This process's runtime, built from ``get_settings()`` on first use."""
+    global _runtime
+    with _lock:
+        if _runtime is None:
+            _runtime = Runtime.from_settings(get_settings())
+        return _runtime
+
+
+def set_runtime(runtime: Runtime | None) -> None:
+    """Install a runtime (the demo and tests build their own)."""
+    global _runtime
+    with _lock:
+        _runtime = runtime
+
+
+def reset_runtime() -> None:
+    """Forget this process's runtime (after a fork); it is rebuilt on next use."""
+    set_runtime(None)

@@ -1,0 +1,249 @@
+"""Frozen pydantic models at the boundaries: the refund request, receipts and status views.
+
+Money is ``Decimal``, at most four decimal places, finite and non-negative; it is validated here
+once and never turned into a float inside the worker.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import datetime
+from decimal import Decimal
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictInt,
+    StringConstraints,
+    model_validator,
+)
+
+MAX_AMOUNT = Decimal("1000000000")
+MAX_QTY = Decimal("1000000")
+MAX_ITEMS = 1000
+MAX_COMMENT_LENGTH = 2000
+
+
+class RefundStatus(StrEnum):
+    """Where a refund is in its life."""
+
+    RECEIVED = "received"
+    QUEUED = "queued"
+    PROCESSING = "processing"
+    RETRYING = "retrying"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+
+
+SETTLED_STATUSES = frozenset({RefundStatus.SUCCEEDED, RefundStatus.FAILED})
+
+
+class NotificationStatus(StrEnum):
+    """Where the customer's credit-memo email is."""
+
+    NOT_REQUESTED = "not_requested"
+    PENDING = "pending"
+    SENDING = "sending"
+    RETRYING = "retrying"
+    SENT = "sent"
+    NOT_SENT = "not_sent"  # Magento answered false: its credit-memo emails are off or queued
+    FAILED = "failed"
+
+
+class Service(StrEnum):
+    """The Magento service a refund is sent to."""
+
+    INVOICE = "invoice"  # POST /V1/invoice/{invoiceId}/refund (RefundInvoice)
+    ORDER = "order"  # POST /V1/order/{orderId}/refund (RefundOrder, offline)
+    CREDITMEMO = "creditmemo"  # POST /V1/creditmemo/refund (CreditmemoManagement)
+    RECORD_ONLY = "record_only"  # POST /V1/creditmemo (repository save; moves no money)
+
+
+def _finite_with_four_places(value: Decimal) -> Decimal:
+    if not value.is_finite():
+        raise ValueError("must be a finite number")
+    exponent = value.as_tuple().exponent
+    if isinstance(exponent, int) and exponent < -4 and value != value.quantize(Decimal("0.0001")):
+        raise ValueError("must have at most 4 decimal places")
+    return value.quantize(Decimal("0.0001"))
+
+
+Amount = Annotated[
+    Decimal,
+    Field(ge=0, le=MAX_AMOUNT, allow_inf_nan=False),
+    AfterValidator(_finite_with_four_places),
+]
+Quantity = Annotated[
+    Decimal,
+    Field(gt=0, le=MAX_QTY, allow_inf_nan=False),
+    AfterValidator(_finite_with_four_places),
+]
+EntityId = Annotated[StrictInt, Field(gt=0, le=2**31 - 1)]
+IdempotencyKey = Annotated[
+    str, StringConstraints(min_length=1, max_length=255, pattern=r"^[\x21-\x7e]+$")
+]
+StoreCode = Annotated[str, StringConstraints(pattern=r"^[a-z0-9_]{1,32}$")]
+CommentText = Annotated[
+    str,
+    StringConstraints(
+        max_length=MAX_COMMENT_LENGTH, pattern=r"^[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f]*$"
+    ),
+]
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid", str_strip_whitespace=False)
+
+
+class RefundItem(_Frozen):
+    """One order item and how many of it to refund."""
+
+    order_item_id: EntityId
+    qty: Quantity
+
+
+class CreditmemoItem(_Frozen):
+    """An item of a caller-built credit memo (``service=creditmemo``)."""
+
+    order_item_id: EntityId
+    qty: Quantity
+    price: Amount | None = None
+    base_price: Amount | None = None
+    row_total: Amount | None = None
+    base_row_total: Amount | None = None
+    base_cost: Amount | None = None
+
+
+class CreditmemoDocument(_Frozen):
+    """A whole credit memo for ``POST /V1/creditmemo/refund``; Magento does not recompute it."""
+
+    invoice_id: EntityId | None = None
+    items: Annotated[list[CreditmemoItem], Field(max_length=MAX_ITEMS)] = Field(
+        default_factory=list
+    )
+    subtotal: Amount | None = None
+    base_subtotal: Amount | None = None
+    shipping_amount: Amount | None = None
+    base_shipping_amount: Amount | None = None
+    adjustment_positive: Amount | None = None
+    base_adjustment_positive: Amount | None = None
+    adjustment_negative: Amount | None = None
+    base_adjustment_negative: Amount | None = None
+    grand_total: Amount
+    base_grand_total: Amount
+
+
+class RefundRequest(_Frozen):
+    """What an order system asks; unknown fields are refused, each rejection names its field."""
+
+    idempotency_key: IdempotencyKey
+    order_id: EntityId
+    invoice_id: EntityId | None = None
+    store_code: StoreCode | None = None
+    items: Annotated[list[RefundItem], Field(min_length=1, max_length=MAX_ITEMS)] | None = None
+    shipping_amount: Amount | None = None
+    adjustment_positive: Amount | None = None
+    adjustment_negative: Amount | None = None
+    return_to_stock: StrictBool | Annotated[list[EntityId], Field(max_length=MAX_ITEMS)] = False
+    notify_customer: StrictBool = False
+    comment: CommentText | None = None
+    comment_visible_to_customer: StrictBool = False
+    service: Literal["auto", "invoice", "order", "creditmemo", "record_only"] = "auto"
+    creditmemo: CreditmemoDocument | None = None
+    offline_requested: StrictBool = False
+
+    @model_validator(mode="after")
+    def _coherent(self) -> RefundRequest:
+        if self.items is not None:
+            ids = [item.order_item_id for item in self.items]
+            if len(ids) != len(set(ids)):
+                raise ValueError("items: each order_item_id may appear only once")
+        if self.service == "creditmemo":
+            if self.creditmemo is None:
+                raise ValueError("creditmemo: required when service is 'creditmemo'")
+            if self.items is not None or self.shipping_amount is not None:
+                raise ValueError(
+                    "items/shipping_amount: with service 'creditmemo' put them in the creditmemo"
+                )
+        else:
+            if self.creditmemo is not None:
+                raise ValueError("creditmemo: only allowed when service is 'creditmemo'")
+            if self.offline_requested:
+                raise ValueError("offline_requested: only allowed when service is 'creditmemo'")
+        if isinstance(self.return_to_stock, list):
+            if not self.return_to_stock:
+                raise ValueError("return_to_stock: give true, false or a non-empty list of ids")
+            if self.items is not None:
+                refunded = {item.order_item_id for item in self.items}
+                strays = sorted(set(self.return_to_stock) - refunded)
+                if strays:
+                    raise ValueError(
+                        f"return_to_stock: order items {strays} are not among the refunded items"
+                    )
+        return self
+
+    def canonical_json(self) -> str:
+        """The request as stable JSON: what is stored, and what the payload hash is taken of."""
+        return json.dumps(
+            self.model_dump(mode="json", exclude_none=True), sort_keys=True, separators=(",", ":")
+        )
+
+    def payload_hash(self) -> str:
+        """SHA-256 of the canonical JSON: the same key with another hash is a conflict."""
+        return hashlib.sha256(self.canonical_json().encode()).hexdigest()
+
+    @property
+    def is_partial(self) -> bool:
+        """True when the request names the items to refund (not everything still refundable)."""
+        return self.items is not None
+
+
+class RefundReceipt(_Frozen):
+    """What intake answers: the refund's id and status, and whether the key was seen before."""
+
+    refund_id: str
+    idempotency_key: str
+    status: RefundStatus
+    duplicate: bool = False
+
+
+class MagentoCallView(_Frozen):
+    """One audit row, as shown to people."""
+
+    attempt: int
+    operation: str
+    http_status: int | None
+    duration_ms: float
+    error: str | None
+    created_at: datetime
+
+
+class RefundView(_Frozen):
+    """A refund as ``refund-worker status --json`` and the HTTP API show it."""
+
+    id: str
+    idempotency_key: str
+    order_id: int
+    invoice_id: int | None
+    status: RefundStatus
+    service_requested: str
+    service: str | None
+    creditmemo_id: int | None
+    attempts: int
+    last_error: str | None
+    outcome: str | None
+    notification_status: NotificationStatus
+    notification_error: str | None
+    created_at: datetime
+    updated_at: datetime
+    calls: list[MagentoCallView] = Field(default_factory=list)
+
+    def summary(self) -> dict[str, Any]:
+        """The fields a table shows."""
+        return self.model_dump(mode="json", exclude={"calls"})

@@ -1,0 +1,140 @@
+"""One validated settings object from the environment (prefix ``REFUND_WORKER_``) and ``.env``."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Literal
+
+from pydantic import Field, SecretStr, ValidationError, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from refund_worker.errors import ConfigurationError
+
+ENV_PREFIX = "REFUND_WORKER_"
+
+#: Values people leave in example files; refused for any secret.
+PLACEHOLDER_SECRETS = frozenset(
+    {"", "changeme", "change-me", "change_me", "secret", "password", "token", "xxx", "todo", "..."}
+)
+
+_OAUTH_FIELDS = (
+    "magento_oauth_consumer_key",
+    "magento_oauth_consumer_secret",
+    "magento_oauth_access_token",
+    "magento_oauth_access_token_secret",
+)
+
+
+class Settings(BaseSettings):
+    """Everything refund-worker can be told; secrets are ``SecretStr`` and never printed."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, env_file=".env", extra="ignore", frozen=True
+    )
+
+    broker_url: str = "redis://localhost:6379/0"
+    database_url: str = "sqlite:///refund_worker.db"
+
+    magento_url: str | None = None
+    magento_store_code: str = "default"
+    magento_token: SecretStr | None = None
+    magento_oauth_consumer_key: SecretStr | None = None
+    magento_oauth_consumer_secret: SecretStr | None = None
+    magento_oauth_access_token: SecretStr | None = None
+    magento_oauth_access_token_secret: SecretStr | None = None
+    magento_timeout: float = Field(10.0, gt=0, le=300)
+    #: Calls per second allowed to the Magento instance, shared by every worker (0 = no limit).
+    magento_rate_limit: float = Field(50.0, ge=0)
+    #: Payment methods that refund offline, on top of Magento's own offline methods.
+    offline_payment_methods: list[str] = Field(default_factory=list)
+
+    max_attempts: int = Field(8, ge=1, le=100)
+    retry_backoff_base: float = Field(2.0, gt=0)
+    retry_backoff_max: float = Field(300.0, gt=0)
+    #: How long a claimed refund belongs to one worker before another may take it over.
+    lease_seconds: float = Field(120.0, gt=0)
+    #: Wait after an attempt with an unknown outcome before reconciling (a slow commit may land).
+    in_doubt_grace_seconds: float = Field(15.0, ge=0)
+    #: Look this far before the first attempt when searching Magento for our credit memo.
+    reconcile_clock_skew_seconds: float = Field(600.0, ge=0)
+    visibility_timeout: int = Field(3600, gt=0)
+    #: The sweeper re-publishes a refund whose message was due this long ago and never ran.
+    republish_after_seconds: float = Field(300.0, gt=0)
+    sweep_interval_seconds: float = Field(30.0, gt=0)
+    notification_max_attempts: int = Field(5, ge=1, le=100)
+
+    flower_basic_auth: SecretStr | None = None
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Settings:
+        for name in ("magento_token", *_OAUTH_FIELDS, "flower_basic_auth"):
+            value = getattr(self, name)
+            if (
+                value is not None
+                and value.get_secret_value().strip().lower() in PLACEHOLDER_SECRETS
+            ):
+                raise ValueError(
+                    f"{ENV_PREFIX}{name.upper()} is a placeholder; set the real secret"
+                )
+        oauth_set = [name for name in _OAUTH_FIELDS if getattr(self, name) is not None]
+        if oauth_set and len(oauth_set) != len(_OAUTH_FIELDS):
+            missing = [f"{ENV_PREFIX}{n.upper()}" for n in _OAUTH_FIELDS if n not in oauth_set]
+            raise ValueError(f"OAuth 1.0a needs all four credentials; missing {', '.join(missing)}")
+        if oauth_set and self.magento_token is not None:
+            raise ValueError(
+                f"set either {ENV_PREFIX}MAGENTO_TOKEN or the four {ENV_PREFIX}MAGENTO_OAUTH_* "
+                "settings, not both"
+            )
+        if (
+            self.flower_basic_auth is not None
+            and ":" not in self.flower_basic_auth.get_secret_value()
+        ):
+            raise ValueError(f"{ENV_PREFIX}FLOWER_BASIC_AUTH must look like user:password")
+        self._check_timings()
+        return self
+
+    def _check_timings(self) -> None:
+        # One attempt makes up to four Magento calls (order, invoice, reconcile, refund).
+        if self.lease_seconds < 4 * self.magento_timeout + 5:
+            raise ValueError(
+                f"{ENV_PREFIX}LEASE_SECONDS ({self.lease_seconds:g}) must be at least "
+                f"4 x {ENV_PREFIX}MAGENTO_TIMEOUT + 5 ({4 * self.magento_timeout + 5:g}) so a live "
+                "attempt is never taken over"
+            )
+        if self.visibility_timeout <= self.retry_backoff_max + self.lease_seconds:
+            raise ValueError(
+                f"{ENV_PREFIX}VISIBILITY_TIMEOUT ({self.visibility_timeout}) must exceed "
+                f"{ENV_PREFIX}RETRY_BACKOFF_MAX + {ENV_PREFIX}LEASE_SECONDS "
+                f"({self.retry_backoff_max + self.lease_seconds:g}); otherwise Redis redelivers "
+                "messages that are only waiting for their countdown"
+            )
+
+    def require_magento(self) -> None:
+        """Fail with a message naming the setting when the worker cannot reach Magento."""
+        if not self.magento_url:
+            raise ConfigurationError(f"{ENV_PREFIX}MAGENTO_URL is not set")
+        if self.magento_token is None and self.magento_oauth_consumer_key is None:
+            raise ConfigurationError(
+                f"no Magento credentials: set {ENV_PREFIX}MAGENTO_TOKEN or the four "
+                f"{ENV_PREFIX}MAGENTO_OAUTH_* settings"
+            )
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Build settings, turning pydantic's error into a ``ConfigurationError`` naming the setting."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            field = ".".join(str(part) for part in error["loc"])
+            name = f"{ENV_PREFIX}{field.upper()}: " if field else ""
+            problems.append(f"{name}{error['msg']}")
+        raise ConfigurationError("invalid settings: " + "; ".join(problems)) from None
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read once."""
+    return load_settings()

@@ -1,0 +1,117 @@
+"""Finds refunds and emails whose message was lost, so they can be published again.
+
+The database is the source of truth; the broker is only a doorbell. A message can be lost when a
+process dies between commit and publish, when Redis restarts without persistence, or when a worker
+is killed holding a prefetched message. Publishing twice is harmless (every task claims its row
+with compare-and-set), so the sweeper errs on the side of publishing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import and_, delete, or_, select, update
+
+from refund_worker.db import Database
+from refund_worker.models import OrderLock, Refund
+from refund_worker.schemas import NotificationStatus, RefundStatus
+from refund_worker.settings import Settings
+
+#: A ``received`` row older than this was committed but never published.
+UNPUBLISHED_AFTER = timedelta(seconds=10)
+SWEEP_LIMIT = 1000
+
+
+@dataclass(frozen=True)
+class SweepResult:
+    """Ids to publish again."""
+
+    refunds: list[str]
+    notifications: list[str]
+
+
+def find_stranded(database: Database, settings: Settings, now: datetime) -> SweepResult:
+    """Refunds and notifications that should have run by now and show no sign of it."""
+    stale = now - timedelta(seconds=settings.republish_after_seconds)
+    waiting = (RefundStatus.QUEUED.value, RefundStatus.RETRYING.value)
+    notifiable = (NotificationStatus.PENDING.value, NotificationStatus.RETRYING.value)
+    with database.session_scope() as session:
+        refunds = list(
+            session.scalars(
+                select(Refund.id)
+                .where(
+                    or_(
+                        and_(
+                            Refund.status == RefundStatus.RECEIVED.value,
+                            Refund.created_at < now - UNPUBLISHED_AFTER,
+                        ),
+                        and_(
+                            Refund.status.in_(waiting),
+                            Refund.next_attempt_at < stale,
+                            or_(Refund.published_at.is_(None), Refund.published_at < stale),
+                        ),
+                        and_(
+                            Refund.status == RefundStatus.PROCESSING.value,
+                            Refund.lease_expires_at < now,
+                            or_(
+                                Refund.published_at.is_(None),
+                                Refund.published_at < Refund.lease_expires_at,
+                            ),
+                        ),
+                    )
+                )
+                .order_by(Refund.created_at)
+                .limit(SWEEP_LIMIT)
+            )
+        )
+        notifications = list(
+            session.scalars(
+                select(Refund.id)
+                .where(
+                    Refund.status == RefundStatus.SUCCEEDED.value,
+                    or_(
+                        and_(
+                            Refund.notification_status.in_(notifiable),
+                            Refund.notification_next_at < stale,
+                            or_(
+                                Refund.notification_published_at.is_(None),
+                                Refund.notification_published_at < stale,
+                            ),
+                        ),
+                        and_(
+                            Refund.notification_status == NotificationStatus.SENDING.value,
+                            Refund.notification_lease_expires_at < now,
+                            or_(
+                                Refund.notification_published_at.is_(None),
+                                Refund.notification_published_at
+                                < Refund.notification_lease_expires_at,
+                            ),
+                        ),
+                    ),
+                )
+                .limit(SWEEP_LIMIT)
+            )
+        )
+        session.execute(delete(OrderLock).where(OrderLock.expires_at < now - timedelta(hours=1)))
+    return SweepResult(refunds, notifications)
+
+
+def mark_published(database: Database, result: SweepResult, now: datetime) -> None:
+    """Remember when the sweeper published, so the same rows wait a full period again."""
+    with database.session_scope() as session:
+        if result.refunds:
+            session.execute(
+                update(Refund).where(Refund.id.in_(result.refunds)).values(published_at=now)
+            )
+            session.execute(
+                update(Refund)
+                .where(Refund.id.in_(result.refunds), Refund.status == RefundStatus.RECEIVED.value)
+                .values(status=RefundStatus.QUEUED.value)
+            )
+        if result.notifications:
+            session.execute(
+                update(Refund)
+                .where(Refund.id.in_(result.notifications))
+                .values(notification_published_at=now)
+            )

@@ -1,0 +1,109 @@
+"""Thin Celery tasks: parse the id, call one service, translate the result. Arguments are ids."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+from celery import Celery, Task
+
+from refund_worker.celery_app import NOTIFY_TASK, PROCESS_TASK, QUEUE, SWEEP_TASK, app
+from refund_worker.errors import RetryableError
+from refund_worker.models import utcnow
+from refund_worker.refunds import AttemptResult
+from refund_worker.runtime import get_runtime
+from refund_worker.sweeper import find_stranded, mark_published
+
+log = logging.getLogger(__name__)
+
+
+def _settle(task: Task, result: AttemptResult) -> str:
+    if result.retry_in is not None:
+        raise task.retry(countdown=result.retry_in, max_retries=None)
+    if result.error is not None:
+        raise result.error  # stored already; re-raised so Flower shows the failure
+    return f"{result.status}: {result.detail}" if result.detail else str(result.status)
+
+
+@app.task(
+    name=PROCESS_TASK, bind=True, acks_late=True, reject_on_worker_lost=True, max_retries=None
+)
+def process_refund(self: Task, refund_id: str) -> str:
+    """Run one attempt of a refund; publishes its notification after the outcome is committed."""
+    try:
+        result = get_runtime().refunds.process(str(refund_id))
+    except RetryableError as exc:  # database briefly away: the row still says what to do
+        raise self.retry(
+            countdown=get_runtime().settings.in_doubt_grace_seconds, exc=exc, max_retries=None
+        ) from exc
+    if result.publish_notification:
+        publish_notifications(app, [result.refund_id])
+    return _settle(self, result)
+
+
+@app.task(name=NOTIFY_TASK, bind=True, acks_late=True, reject_on_worker_lost=True, max_retries=None)
+def notify_customer(self: Task, refund_id: str) -> str:
+    """Send the credit-memo email of a succeeded refund, at most once."""
+    try:
+        result = get_runtime().notifications.send(str(refund_id))
+    except RetryableError as exc:
+        raise self.retry(
+            countdown=get_runtime().settings.in_doubt_grace_seconds, exc=exc, max_retries=None
+        ) from exc
+    return _settle(self, result)
+
+
+@app.task(name=SWEEP_TASK, ignore_result=True)
+def sweep() -> dict[str, int]:
+    """Re-publish what a crash or a Redis restart left without a message (run by beat)."""
+    runtime = get_runtime()
+    now = utcnow()
+    found = find_stranded(runtime.database, runtime.settings, now)
+    publish_refunds(app, found.refunds)
+    publish_notifications(app, found.notifications)
+    mark_published(runtime.database, found, now)
+    if found.refunds or found.notifications:
+        log.warning(
+            "sweeper re-published %d refunds and %d notifications",
+            len(found.refunds),
+            len(found.notifications),
+        )
+    return {"refunds": len(found.refunds), "notifications": len(found.notifications)}
+
+
+def _publish(celery_app: Celery, task_name: str, refund_ids: Sequence[str]) -> None:
+    """Publish one message per id, pipelined in batches where the transport supports it."""
+    if not refund_ids:
+        return
+    task: Any = celery_app.tasks[task_name]
+    with celery_app.producer_or_acquire() as producer:
+        batch = getattr(producer, "batch", None)
+        if batch is None:
+            for refund_id in refund_ids:
+                task.apply_async((refund_id,), producer=producer, queue=QUEUE)
+            return
+        with batch():
+            for refund_id in refund_ids:
+                task.apply_async((refund_id,), producer=producer, queue=QUEUE)
+
+
+def publish_refunds(celery_app: Celery, refund_ids: Sequence[str]) -> None:
+    """Publish ``refunds.process`` for each id."""
+    _publish(celery_app, PROCESS_TASK, refund_ids)
+
+
+def publish_notifications(celery_app: Celery, refund_ids: Sequence[str]) -> None:
+    """Publish ``refunds.notify`` for each id."""
+    _publish(celery_app, NOTIFY_TASK, refund_ids)
+
+
+class CeleryPublisher:
+    """The intake's publisher, backed by a Celery app."""
+
+    def __init__(self, celery_app: Celery = app) -> None:
+        self.celery_app = celery_app
+
+    def publish_refunds(self, refund_ids: Sequence[str]) -> None:
+        """Publish ``refunds.process`` for each id."""
+        publish_refunds(self.celery_app, refund_ids)
