@@ -14,7 +14,6 @@ next delivery reconciles before it could ever call Magento again. Never imports 
 
 from __future__ import annotations
 
-import json
 import logging
 import random
 import uuid
@@ -24,13 +23,12 @@ from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 from pydantic import ValidationError
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from refund_worker.db import Database, rowcount
 from refund_worker.errors import (
-    InvalidRefund,
     MagentoRateLimited,
     PermanentError,
     RefundWorkerError,
@@ -514,19 +512,3 @@ def _take_order_lock(
         )
     )
     return bool(inserted == 1)
-
-
-def load_request(refund: Refund) -> RefundRequest:
-    """The stored request of ``refund`` (``InvalidRefund`` if it cannot be read)."""
-    try:
-        return RefundRequest.model_validate(json.loads(refund.request_json))
-    except (ValueError, ValidationError) as exc:
-        raise InvalidRefund(f"stored request cannot be processed: {exc}") from None
-
-
-def get_refund(session: Session, id_or_key: str) -> Refund | None:
-    """A refund by id, else by idempotency key."""
-    row = session.get(Refund, id_or_key)
-    if row is None:
-        row = session.scalars(select(Refund).where(Refund.idempotency_key == id_or_key)).first()
-    return row

@@ -5,7 +5,7 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Literal
 
-from pydantic import Field, SecretStr, ValidationError, model_validator
+from pydantic import BaseModel, Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from refund_worker.errors import ConfigurationError
@@ -23,6 +23,14 @@ _OAUTH_FIELDS = (
     "magento_oauth_access_token",
     "magento_oauth_access_token_secret",
 )
+
+
+class ApiKey(BaseModel):
+    """One HTTP API key: its holder's name, its role, and the SHA-256 of the key (never the key)."""
+
+    name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")
+    role: Literal["producer", "operator"] = "producer"
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
 
 
 class Settings(BaseSettings):
@@ -64,6 +72,9 @@ class Settings(BaseSettings):
     notification_max_attempts: int = Field(5, ge=1, le=100)
 
     flower_basic_auth: SecretStr | None = None
+    #: HTTP intake keys, as JSON: ``[{"name": "erp", "role": "producer", "sha256": "..."}]``.
+    api_keys: list[ApiKey] = Field(default_factory=list)
+    api_max_body_bytes: int = Field(1024 * 1024, gt=0)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
     @model_validator(mode="after")

@@ -107,3 +107,7 @@ class CeleryPublisher:
     def publish_refunds(self, refund_ids: Sequence[str]) -> None:
         """Publish ``refunds.process`` for each id."""
         publish_refunds(self.celery_app, refund_ids)
+
+    def publish_notifications(self, refund_ids: Sequence[str]) -> None:
+        """Publish ``refunds.notify`` for each id."""
+        publish_notifications(self.celery_app, refund_ids)

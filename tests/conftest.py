@@ -1,0 +1,106 @@
+"""Shared fixtures: the machine's services (skipped by hand, required in CI), databases, Redis.
+
+``REFUND_WORKER_REQUIRE_SERVICES=1`` (set by ``.ci/run``) turns a missing PostgreSQL or Redis from
+a skip into a failure.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import socket
+import uuid
+from collections.abc import Iterator
+
+import pytest
+
+PG_ADMIN_URL = os.environ.get(
+    "REFUND_WORKER_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+)
+REDIS_HOST = os.environ.get("REFUND_WORKER_TEST_REDIS_HOST", "127.0.0.1")
+REDIS_PORT = int(os.environ.get("REFUND_WORKER_TEST_REDIS_PORT", "6379"))
+REQUIRE_SERVICES = os.environ.get("REFUND_WORKER_REQUIRE_SERVICES") == "1"
+
+
+def _reachable(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+def need_service(name: str, host: str, port: int) -> None:
+    """Skip (by hand) or fail (in CI) when a machine service is down."""
+    if _reachable(host, port):
+        return
+    message = f"{name} is not reachable on {host}:{port}"
+    if REQUIRE_SERVICES:
+        pytest.fail(message + " (REFUND_WORKER_REQUIRE_SERVICES=1)")
+    pytest.skip(message)
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: os.PathLike[str]) -> str:
+    """A fresh SQLite database file for this test."""
+    return f"sqlite:///{tmp_path}/refunds.db"
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> str:
+    """The machine's PostgreSQL admin URL (database ``test``)."""
+    need_service("PostgreSQL", "127.0.0.1", 5432)
+    return PG_ADMIN_URL
+
+
+@pytest.fixture
+def pg_url(pg_server: str) -> Iterator[str]:
+    """A private PostgreSQL database for this test, dropped afterwards."""
+    from sqlalchemy import create_engine, text
+
+    name = f"rw_test_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(pg_server, isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield pg_server.rsplit("/", 1)[0] + f"/{name}"
+    finally:
+        with admin.connect() as connection:
+            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest) -> str:
+    """Each backend in turn: SQLite, then the machine's PostgreSQL."""
+    if request.param == "sqlite":
+        return str(request.getfixturevalue("sqlite_url"))
+    return str(request.getfixturevalue("pg_url"))
+
+
+#: Databases 9-15 of the machine's Redis are the tests'; each test flushes its own before and after.
+_redis_dbs = itertools.cycle(range(9, 16))
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> tuple[str, int]:
+    """(host, port) of the machine's Redis."""
+    need_service("Redis", REDIS_HOST, REDIS_PORT)
+    return REDIS_HOST, REDIS_PORT
+
+
+@pytest.fixture
+def redis_url(redis_server: tuple[str, int]) -> Iterator[str]:
+    """A Redis database number of our own, flushed before and after the test."""
+    import redis
+
+    host, port = redis_server
+    db = next(_redis_dbs)
+    url = f"redis://{host}:{port}/{db}"
+    client = redis.Redis.from_url(url)
+    client.flushdb()
+    try:
+        yield url
+    finally:
+        client.flushdb()
+        client.close()
