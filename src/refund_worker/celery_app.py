@@ -85,8 +85,9 @@ def _check_at_start(**_: Any) -> None:
     """Fail fast on an unusable configuration, before the first task is taken."""
     from refund_worker.runtime import get_runtime
 
-    check_visibility_timeout(app, get_settings())
-    get_runtime().check_ready()
+    runtime = get_runtime()
+    check_visibility_timeout(app, runtime.settings)
+    runtime.check_ready()
 
 
 @worker_process_init.connect

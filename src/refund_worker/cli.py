@@ -99,8 +99,9 @@ def enqueue(source: IO[str], as_json: bool) -> None:
     sys.exit(1 if refused else 0)
 
 
-def _report_line(number: int, receipt: dict[str, Any] | None, error: str | None,
-                 as_json: bool) -> None:
+def _report_line(
+    number: int, receipt: dict[str, Any] | None, error: str | None, as_json: bool
+) -> None:
     if as_json:
         click.echo(json.dumps({"line": number, "receipt": receipt, "error": error}))
     elif error is not None:
@@ -108,8 +109,11 @@ def _report_line(number: int, receipt: dict[str, Any] | None, error: str | None,
     else:
         assert receipt is not None
         note = " (duplicate: already accepted)" if receipt["duplicate"] else ""
-        console.print(f"line {number}: {receipt['refund_id']} {receipt['status']}{note}",
-                      markup=False, highlight=False)
+        console.print(
+            f"line {number}: {receipt['refund_id']} {receipt['status']}{note}",
+            markup=False,
+            highlight=False,
+        )
 
 
 # -- looking at refunds ----------------------------------------------------------------------
@@ -136,8 +140,13 @@ def status(id_or_key: str, as_json: bool) -> None:
     console.print(table)
     calls = Table("attempt", "operation", "HTTP", "ms", "error", title="Magento calls")
     for call in view.calls:
-        calls.add_row(str(call.attempt), call.operation, str(call.http_status or "-"),
-                      f"{call.duration_ms:.0f}", call.error or "")
+        calls.add_row(
+            str(call.attempt),
+            call.operation,
+            str(call.http_status or "-"),
+            f"{call.duration_ms:.0f}",
+            call.error or "",
+        )
     console.print(calls)
 
 
@@ -182,10 +191,17 @@ def worker(ctx: click.Context) -> None:
     """
     from refund_worker.celery_app import QUEUE, app
 
-    argv = _celery_argv("worker", ctx.args, {
-        "--pool": "threads", "--concurrency": "32", "--queues": QUEUE, "-E": "",
-        "--loglevel": _settings().log_level,
-    })
+    argv = _celery_argv(
+        "worker",
+        ctx.args,
+        {
+            "--pool": "threads",
+            "--concurrency": "32",
+            "--queues": QUEUE,
+            "-E": "",
+            "--loglevel": _settings().log_level,
+        },
+    )
     app.worker_main(argv=argv)
 
 

@@ -132,6 +132,7 @@ class NotificationService:
             lease_expired = status is NotificationStatus.SENDING and not (
                 row.notification_lease_expires_at and row.notification_lease_expires_at > now
             )
+            creditmemo_id = row.creditmemo_id
             if status not in _SENDABLE and not lease_expired:
                 return AttemptResult(refund_id, status, f"notification is {status.value}")
             if (
@@ -140,6 +141,7 @@ class NotificationService:
                 and (row.notification_next_at > now + timedelta(seconds=1))
             ):
                 return AttemptResult(refund_id, status, "not due yet; an earlier copy")
+            version = row.version
             attempt = row.notification_attempts + 1
             # An expired lease means a worker died mid-send: treat it as a later attempt.
             if lease_expired:
@@ -160,7 +162,7 @@ class NotificationService:
             if claimed != 1:
                 return AttemptResult(refund_id, "skipped", "claimed by another worker first")
             store = _store_code(row.request_json)
-            return row.creditmemo_id, store, attempt, row.version + 1
+            return creditmemo_id, store, attempt, version + 1
 
     def _record(
         self,

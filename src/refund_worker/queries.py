@@ -36,9 +36,14 @@ def to_view(row: Refund, calls: list[MagentoCall] | None = None) -> RefundView:
         created_at=row.created_at,
         updated_at=row.updated_at,
         calls=[
-            MagentoCallView(attempt=call.attempt, operation=call.operation,
-                            http_status=call.http_status, duration_ms=call.duration_ms,
-                            error=call.error, created_at=call.created_at)
+            MagentoCallView(
+                attempt=call.attempt,
+                operation=call.operation,
+                http_status=call.http_status,
+                duration_ms=call.duration_ms,
+                error=call.error,
+                created_at=call.created_at,
+            )
             for call in calls or []
         ],
     )
@@ -49,7 +54,9 @@ def refund_view(session: Session, id_or_key: str) -> RefundView | None:
     row = find_refund(session, id_or_key)
     if row is None:
         return None
-    calls = list(session.scalars(
-        select(MagentoCall).where(MagentoCall.refund_id == row.id).order_by(MagentoCall.id)
-    ))
+    calls = list(
+        session.scalars(
+            select(MagentoCall).where(MagentoCall.refund_id == row.id).order_by(MagentoCall.id)
+        )
+    )
     return to_view(row, calls)

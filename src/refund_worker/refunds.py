@@ -23,7 +23,7 @@ from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 from pydantic import ValidationError
-from sqlalchemy import delete, update
+from sqlalchemy import delete, func, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -114,6 +114,7 @@ class _Claim:
     attempt: int
     was_in_doubt: bool
     first_attempt_at: datetime
+    service: str | None = None  # the Magento service chosen, once routing has run
     calls: list[CallRecord] = field(default_factory=list)
 
 
@@ -199,10 +200,11 @@ class RefundService:
                 )
             was_in_doubt = row.in_doubt or row.status == RefundStatus.PROCESSING
             first_attempt_at = row.first_attempt_at or now
+            attempt, version, marker = row.attempts + 1, row.version, row.marker
             claimed = rowcount(
                 session.execute(
                     update(Refund)
-                    .where(Refund.id == refund_id, Refund.version == row.version)
+                    .where(Refund.id == refund_id, Refund.version == version)
                     .values(
                         status=RefundStatus.PROCESSING.value,
                         attempts=Refund.attempts + 1,
@@ -222,9 +224,9 @@ class RefundService:
             return _Claim(
                 refund_id=refund_id,
                 request=request,
-                marker=row.marker,
+                marker=marker,
                 token=token,
-                attempt=row.attempts + 1,
+                attempt=attempt,
                 was_in_doubt=was_in_doubt,
                 first_attempt_at=first_attempt_at,
             )
@@ -263,6 +265,7 @@ class RefundService:
                     "this refund's marker; not refunded again",
                 )
         call = self._plan(claim, client)
+        claim.service = call.service.value
         self.limiter.acquire()
         try:
             creditmemo_id = _execute(client, call, store)
@@ -270,10 +273,7 @@ class RefundService:
             if exc.retry_after:
                 self.limiter.pause(exc.retry_after)
             raise
-        outcome = call.description
-        if not call.moves_money:
-            outcome += " (record only: no money moved, no totals changed)"
-        return creditmemo_id, call.service.value, outcome
+        return creditmemo_id, call.service.value, call.description
 
     def _plan(self, claim: _Claim, client: MagentoAPI) -> RefundCall:
         request = claim.request
@@ -423,7 +423,11 @@ class RefundService:
                 update(Refund)
                 .where(Refund.id == claim.refund_id, Refund.lease_token == claim.token)
                 .values(
-                    lease_token=None, lease_expires_at=None, version=Refund.version + 1, **values
+                    lease_token=None,
+                    lease_expires_at=None,
+                    version=Refund.version + 1,
+                    service=func.coalesce(claim.service, Refund.service),
+                    **values,
                 )
             )
         )

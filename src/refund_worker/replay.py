@@ -42,7 +42,7 @@ class RefundFilter:
     until: datetime | None = None
     limit: int | None = None
 
-    def statement(self) -> Select[tuple[Refund]]:
+    def statement(self) -> Select[Refund]:
         """The SELECT for this filter, newest first."""
         query = select(Refund)
         if self.ids:
@@ -116,10 +116,13 @@ def replay(
             if _requeue(session, row, now, notifications):
                 previous = row.notification_error if notifications else row.last_error
                 what = "notification" if notifications else "refund"
-                session.add(RefundEvent(
-                    refund_id=row.id, kind=f"{what}_replayed",
-                    detail=f"by {actor}: {reason} (previous error: {previous})",
-                ))
+                session.add(
+                    RefundEvent(
+                        refund_id=row.id,
+                        kind=f"{what}_replayed",
+                        detail=f"by {actor}: {reason} (previous error: {previous})",
+                    )
+                )
                 report.replayed.append(row.id)
             else:
                 report.refused[row.id] = "changed while replaying; try again"
@@ -152,8 +155,13 @@ def _requeue(session: Session, row: Refund, now: datetime, notifications: bool) 
             "published_at": now,
             "settled_at": None,
         }
-    return rowcount(session.execute(
-        update(Refund)
-        .where(Refund.id == row.id, Refund.version == row.version)
-        .values(version=Refund.version + 1, updated_at=now, **values)
-    )) == 1
+    return (
+        rowcount(
+            session.execute(
+                update(Refund)
+                .where(Refund.id == row.id, Refund.version == row.version)
+                .values(version=Refund.version + 1, updated_at=now, **values)
+            )
+        )
+        == 1
+    )

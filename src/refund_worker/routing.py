@@ -154,8 +154,8 @@ def plan_refund(
     extra_offline: frozenset[str] = frozenset(),
 ) -> RefundCall:
     """Decide the Magento call for ``request`` given the order and its invoices."""
-    needs_invoice = request.service in ("auto", "invoice")
-    invoice = choose_invoice(request, invoices) if needs_invoice else None
+    wants_invoice = needs_invoices(request, order, extra_offline)
+    invoice = choose_invoice(request, invoices) if wants_invoice else None
     service, online = choose_service(request, order, invoice, extra_offline)
     order_items = _order_items(order)
     _check_quantities(request, order_items)
@@ -191,7 +191,7 @@ def plan_refund(
             service,
             _jsonable({"entity": entity}),
             None,
-            "CreditmemoRepository save: record only, no money moved",
+            "CreditmemoRepository save: record only, no money moved, no totals changed",
         )
 
     body: dict[str, Any] = {"notify": False, "appendComment": False}

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from typing import Any
 
 from celery import Celery, Task
 
@@ -76,16 +75,15 @@ def _publish(celery_app: Celery, task_name: str, refund_ids: Sequence[str]) -> N
     """Publish one message per id, pipelined in batches where the transport supports it."""
     if not refund_ids:
         return
-    task: Any = celery_app.tasks[task_name]
     with celery_app.producer_or_acquire() as producer:
         batch = getattr(producer, "batch", None)
-        if batch is None:
+        if batch is None:  # kombu < 5.7: one round trip per message
             for refund_id in refund_ids:
-                task.apply_async((refund_id,), producer=producer, queue=QUEUE)
+                celery_app.send_task(task_name, (refund_id,), producer=producer, queue=QUEUE)
             return
         with batch():
             for refund_id in refund_ids:
-                task.apply_async((refund_id,), producer=producer, queue=QUEUE)
+                celery_app.send_task(task_name, (refund_id,), producer=producer, queue=QUEUE)
 
 
 def publish_refunds(celery_app: Celery, refund_ids: Sequence[str]) -> None:

@@ -78,25 +78,60 @@ CREDITMEMO_COMMENT = ObjectOf(
     },
 )
 
-CREDITMEMO_FLOAT_COLUMNS = (
-    "adjustment adjustment_negative adjustment_positive base_adjustment base_adjustment_negative "
-    "base_adjustment_positive base_discount_amount base_grand_total "
-    "base_discount_tax_compensation_amount base_shipping_amount "
-    "base_shipping_discount_tax_compensation_amnt base_shipping_incl_tax "
-    "base_shipping_tax_amount base_subtotal base_subtotal_incl_tax base_tax_amount "
-    "base_to_global_rate base_to_order_rate discount_amount grand_total "
-    "discount_tax_compensation_amount shipping_amount "
-    "shipping_discount_tax_compensation_amount shipping_incl_tax shipping_tax_amount "
-    "store_to_base_rate store_to_order_rate subtotal subtotal_incl_tax tax_amount"
-).split()
-CREDITMEMO_INT_COLUMNS = (
-    "billing_address_id creditmemo_status email_sent entity_id invoice_id order_id "
-    "shipping_address_id state store_id"
-).split()
-CREDITMEMO_STRING_COLUMNS = (
-    "base_currency_code created_at discount_description global_currency_code increment_id "
-    "order_currency_code store_currency_code transaction_id updated_at"
-).split()
+CREDITMEMO_FLOAT_COLUMNS = [
+    "adjustment",
+    "adjustment_negative",
+    "adjustment_positive",
+    "base_adjustment",
+    "base_adjustment_negative",
+    "base_adjustment_positive",
+    "base_discount_amount",
+    "base_grand_total",
+    "base_discount_tax_compensation_amount",
+    "base_shipping_amount",
+    "base_shipping_discount_tax_compensation_amnt",
+    "base_shipping_incl_tax",
+    "base_shipping_tax_amount",
+    "base_subtotal",
+    "base_subtotal_incl_tax",
+    "base_tax_amount",
+    "base_to_global_rate",
+    "base_to_order_rate",
+    "discount_amount",
+    "grand_total",
+    "discount_tax_compensation_amount",
+    "shipping_amount",
+    "shipping_discount_tax_compensation_amount",
+    "shipping_incl_tax",
+    "shipping_tax_amount",
+    "store_to_base_rate",
+    "store_to_order_rate",
+    "subtotal",
+    "subtotal_incl_tax",
+    "tax_amount",
+]
+CREDITMEMO_INT_COLUMNS = [
+    "billing_address_id",
+    "creditmemo_status",
+    "email_sent",
+    "entity_id",
+    "invoice_id",
+    "order_id",
+    "shipping_address_id",
+    "state",
+    "store_id",
+]
+CREDITMEMO_STRING_COLUMNS = [
+    "base_currency_code",
+    "created_at",
+    "discount_description",
+    "global_currency_code",
+    "increment_id",
+    "order_currency_code",
+    "store_currency_code",
+    "transaction_id",
+    "updated_at",
+]
 CREDITMEMO_COLUMNS = frozenset(
     CREDITMEMO_FLOAT_COLUMNS + CREDITMEMO_INT_COLUMNS + CREDITMEMO_STRING_COLUMNS
 )
@@ -130,12 +165,31 @@ CREDITMEMO = ObjectOf(
 )
 
 INVOICE_COLUMNS = frozenset(
-    (
-        "entity_id order_id state increment_id transaction_id created_at updated_at store_id "
-        "grand_total base_grand_total subtotal base_subtotal tax_amount base_tax_amount "
-        "shipping_amount base_shipping_amount base_total_refunded total_qty is_used_for_refund "
-        "can_void_flag email_sent base_currency_code order_currency_code"
-    ).split()
+    [
+        "entity_id",
+        "order_id",
+        "state",
+        "increment_id",
+        "transaction_id",
+        "created_at",
+        "updated_at",
+        "store_id",
+        "grand_total",
+        "base_grand_total",
+        "subtotal",
+        "base_subtotal",
+        "tax_amount",
+        "base_tax_amount",
+        "shipping_amount",
+        "base_shipping_amount",
+        "base_total_refunded",
+        "total_qty",
+        "is_used_for_refund",
+        "can_void_flag",
+        "email_sent",
+        "base_currency_code",
+        "order_currency_code",
+    ]
 )
 
 # Method signatures, in PHP parameter order (path parameters are converted separately).

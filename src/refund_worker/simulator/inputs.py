@@ -20,7 +20,7 @@ import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Union
+from typing import Any
 
 from .errors import MagentoError, decoding_error, not_supported, required
 
@@ -30,7 +30,9 @@ STRING = "string"
 BOOL = "bool"
 
 _NUMERIC = re.compile(r"^\s*[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?\s*$")
-_INVALID_TYPE = 'The "%s" value\'s type is invalid. The "%s" type was expected. Verify and try again.'
+_INVALID_TYPE = (
+    'The "%s" value\'s type is invalid. The "%s" type was expected. Verify and try again.'
+)
 _NESTED = 'Error occurred during "%s" processing. %s'
 
 
@@ -50,7 +52,7 @@ class ArrayOf:
     item: FieldType
 
 
-FieldType = Union[str, ObjectOf, ArrayOf]
+FieldType = str | ObjectOf | ArrayOf
 
 
 def upper_camel(name: str) -> str:

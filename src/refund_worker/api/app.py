@@ -1,0 +1,542 @@
+"""The ASGI app: HTTP intake for order systems that are not written in Python.
+
+It is a thin adapter over ``intake`` (the same validation and idempotency as ``enqueue_refund``),
+``queries`` and ``replay``. Handlers that touch the database are plain ``def`` functions, which
+FastAPI runs in its thread pool, because the intake is synchronous SQLAlchemy; what must not block
+(reading the body with its size limit, the API key check, health checks) is ``async``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, FastAPI, Header, Query, Request, Security
+from fastapi.responses import JSONResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import ValidationError
+from pydantic.json_schema import models_json_schema
+from starlette.concurrency import run_in_threadpool
+
+from refund_worker import __version__, intake
+from refund_worker.api.body import parse_json, read_body
+from refund_worker.api.errors import ApiError, PublishFailed, install_error_handlers
+from refund_worker.api.errors import validation_errors as _validation_errors
+from refund_worker.api.health import (
+    CHECK_TIMEOUT_SECONDS,
+    Check,
+    RedisPing,
+    database_check,
+    default_broker_check,
+    run_check,
+)
+from refund_worker.api.keys import KeyRing
+from refund_worker.api.schemas import (
+    DEFAULT_LIST_LIMIT,
+    MAX_BATCH,
+    MAX_LIST_LIMIT,
+    BatchItemResult,
+    BatchResponse,
+    ErrorBody,
+    FieldError,
+    Health,
+    RefundList,
+    RefundSummary,
+    ReplayRequest,
+)
+from refund_worker.db import Database
+from refund_worker.errors import IdempotencyConflict
+from refund_worker.queries import find_refund, refund_view, to_view
+from refund_worker.replay import NotificationPublisher, RefundFilter, replay, select_refunds
+from refund_worker.schemas import RefundReceipt, RefundRequest, RefundStatus, RefundView
+from refund_worker.settings import ApiKey, Settings
+
+log = logging.getLogger(__name__)
+
+_MAX_ENTITY_ID = 2**31 - 1
+_MAX_KEY_LENGTH = 255
+
+# -- wiring ------------------------------------------------------------------------------------
+
+
+class _GuardedPublisher:
+    """Turns a broker failure (after intake committed) into ``PublishFailed``, logged once."""
+
+    def __init__(self, publisher: NotificationPublisher) -> None:
+        self._publisher = publisher
+
+    def publish_refunds(self, refund_ids: Sequence[str]) -> None:
+        self._guard(self._publisher.publish_refunds, refund_ids)
+
+    def publish_notifications(self, refund_ids: Sequence[str]) -> None:
+        self._guard(self._publisher.publish_notifications, refund_ids)
+
+    @staticmethod
+    def _guard(publish: Callable[[Sequence[str]], None], refund_ids: Sequence[str]) -> None:
+        try:
+            publish(refund_ids)
+        except Exception as exc:
+            # The type only: a broker error's text can carry the broker URL and its password.
+            log.error(
+                "publishing %d committed refunds failed (%s); the sweeper will publish them",
+                len(refund_ids),
+                type(exc).__name__,
+            )
+            raise PublishFailed(type(exc).__name__) from exc
+
+
+@dataclass(frozen=True)
+class ApiContext:
+    """What the handlers use; one per app, kept in ``app.state``."""
+
+    database: Database
+    publisher: NotificationPublisher
+    keys: KeyRing
+    max_body_bytes: int
+    database_check: Check
+    broker_check: Check | None
+
+
+def _context(request: Request) -> ApiContext:
+    context = request.app.state.refund_api
+    assert isinstance(context, ApiContext)
+    return context
+
+
+async def context(request: Request) -> ApiContext:
+    """The app's ``ApiContext`` (a dependency)."""
+    return _context(request)
+
+
+Context = Annotated[ApiContext, Depends(context)]
+
+# -- authentication ----------------------------------------------------------------------------
+
+bearer = HTTPBearer(
+    auto_error=False,
+    scheme_name="apiKey",
+    bearerFormat="rwk_...",
+    description="An API key made by `refund-worker api-key NAME --role producer|operator`.",
+)
+
+
+async def authenticated(
+    request: Request,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Security(bearer)],
+) -> ApiKey:
+    """The holder of the presented key; 401 when there is none or it is unknown."""
+    holder = _context(request).keys.holder(credentials.credentials if credentials else None)
+    if holder is None:
+        challenge = 'Bearer error="invalid_token"' if credentials else "Bearer"
+        raise ApiError.one(
+            401,
+            "a valid API key is required: Authorization: Bearer <key>",
+            headers={"WWW-Authenticate": challenge},
+        )
+    return holder
+
+
+async def operator(holder: Annotated[ApiKey, Depends(authenticated)]) -> ApiKey:
+    """The holder of an operator key; 403 for a producer key."""
+    if holder.role != "operator":
+        raise ApiError.one(403, f"key {holder.name!r} is a {holder.role} key; this needs operator")
+    return holder
+
+
+Caller = Annotated[ApiKey, Depends(authenticated)]
+Operator = Annotated[ApiKey, Depends(operator)]
+
+
+async def limited_body(request: Request) -> bytes:
+    """The request body, read with the size limit (a dependency, after authentication)."""
+    return await read_body(request, _context(request).max_body_bytes)
+
+
+Body = Annotated[bytes, Depends(limited_body)]
+
+# -- documentation -----------------------------------------------------------------------------
+
+_ERROR_MODEL: dict[str, Any] = {"model": ErrorBody}
+_AUTH_ERRORS: dict[int | str, dict[str, Any]] = {
+    401: {**_ERROR_MODEL, "description": "No valid API key"},
+    422: {**_ERROR_MODEL, "description": "Invalid parameters; every problem names its field"},
+    503: {**_ERROR_MODEL, "description": "Database or broker unavailable; retry"},
+}
+_BODY_ERRORS: dict[int | str, dict[str, Any]] = {
+    **_AUTH_ERRORS,
+    400: {**_ERROR_MODEL, "description": "Malformed JSON"},
+    413: {**_ERROR_MODEL, "description": "Body larger than the configured limit"},
+    422: {**_ERROR_MODEL, "description": "Invalid request; every problem names its field"},
+}
+
+
+def _json_body(schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {
+        "requestBody": {
+            "required": True,
+            "description": description,
+            "content": {"application/json": {"schema": schema}},
+        }
+    }
+
+
+_REFUND_REF = {"$ref": "#/components/schemas/RefundRequest"}
+
+# -- refunds -----------------------------------------------------------------------------------
+
+router = APIRouter()
+
+
+def _refund_request(document: Any, header_key: str | None) -> RefundRequest:
+    """Validate one request; 422 listing every problem, each naming its field."""
+    if not isinstance(document, dict):
+        raise ApiError.one(422, "the body must be a JSON object: one refund request")
+    errors: list[FieldError] = []
+    if header_key is not None:
+        body_key = document.get("idempotency_key")
+        if body_key is None:
+            document = {**document, "idempotency_key": header_key}
+        elif body_key != header_key:
+            errors.append(
+                FieldError(
+                    field="idempotency_key",
+                    message=(
+                        "differs from the Idempotency-Key header; send one, or the same in both"
+                    ),
+                )
+            )
+    try:
+        request = RefundRequest.model_validate(document)
+    except ValidationError as exc:
+        errors.extend(_validation_errors(exc))
+    if errors:
+        raise ApiError(422, errors)
+    return request
+
+
+def _conflict(exc: IdempotencyConflict) -> FieldError:
+    return FieldError(field="idempotency_key", message=str(exc).removeprefix("idempotency_key: "))
+
+
+@router.post(
+    "/v1/refunds",
+    status_code=202,
+    summary="Accept one refund",
+    response_model=RefundReceipt,
+    responses={
+        200: {"model": RefundReceipt, "description": "Repeated key, identical request"},
+        202: {"description": "Accepted and queued"},
+        409: {**_ERROR_MODEL, "description": "Repeated key, different request"},
+        **_BODY_ERRORS,
+    },
+    openapi_extra=_json_body(
+        _REFUND_REF, "The refund request; its key may come in the Idempotency-Key header instead"
+    ),
+)
+def create_refund(
+    holder: Caller,
+    body: Body,
+    api: Context,
+    idempotency_key: Annotated[
+        str | None,
+        Header(
+            alias="Idempotency-Key",
+            description="The request's idempotency key, if not in the body (both must agree).",
+        ),
+    ] = None,
+) -> JSONResponse:
+    """Validate, store under the idempotency key, then publish; the same key again is safe."""
+    request = _refund_request(parse_json(body), idempotency_key)
+    try:
+        receipt = intake.enqueue_refund(
+            request, database=api.database, publisher=api.publisher, created_by=holder.name
+        )
+    except IdempotencyConflict as exc:
+        raise ApiError(409, [_conflict(exc)], refund_id=exc.refund_id) from None
+    return JSONResponse(
+        receipt.model_dump(mode="json"),
+        status_code=200 if receipt.duplicate else 202,
+        headers={"Location": f"/v1/refunds/{receipt.refund_id}"},
+    )
+
+
+@router.post(
+    "/v1/refunds:batch",
+    summary="Accept up to 1,000 refunds at once",
+    response_model=BatchResponse,
+    responses={200: {"description": "One result per element, in order"}, **_BODY_ERRORS},
+    openapi_extra=_json_body(
+        {"type": "array", "items": _REFUND_REF, "minItems": 1, "maxItems": MAX_BATCH},
+        "Refund requests, each with its own idempotency_key",
+    ),
+)
+def create_refunds(holder: Caller, body: Body, api: Context) -> JSONResponse:
+    """Each element is validated and accepted on its own; valid ones go in through one intake."""
+    document = parse_json(body)
+    if not isinstance(document, list):
+        raise ApiError.one(422, "the body must be a JSON array of refund requests")
+    if not document or len(document) > MAX_BATCH:
+        raise ApiError.one(
+            422, f"a batch holds 1 to {MAX_BATCH} refund requests, not {len(document)}"
+        )
+    results: list[BatchItemResult | None] = [None] * len(document)
+    valid: list[tuple[int, RefundRequest]] = []
+    for index, item in enumerate(document):
+        try:
+            if not isinstance(item, dict):
+                raise ApiError.one(422, "must be a JSON object: one refund request")
+            valid.append((index, _refund_request(item, None)))
+        except ApiError as exc:
+            results[index] = BatchItemResult(index=index, result="invalid", errors=exc.errors)
+    outcomes = (
+        intake.enqueue_refunds(
+            (request for _, request in valid),
+            database=api.database,
+            publisher=api.publisher,
+            created_by=holder.name,
+        )
+        if valid
+        else []
+    )
+    for (index, _), outcome in zip(valid, outcomes, strict=True):
+        if isinstance(outcome, RefundReceipt):
+            result = "duplicate" if outcome.duplicate else "accepted"
+            results[index] = BatchItemResult(index=index, result=result, receipt=outcome)
+        elif isinstance(outcome.error, IdempotencyConflict):
+            results[index] = BatchItemResult(
+                index=index, result="conflict", errors=[_conflict(outcome.error)]
+            )
+        else:
+            problem = FieldError(field=None, message=str(outcome.error))
+            results[index] = BatchItemResult(index=index, result="invalid", errors=[problem])
+    done = [result for result in results if result is not None]
+    accepted = sum(1 for result in done if result.result == "accepted")
+    duplicates = sum(1 for result in done if result.result == "duplicate")
+    response = BatchResponse(
+        accepted=accepted,
+        duplicates=duplicates,
+        rejected=len(done) - accepted - duplicates,
+        results=done,
+    )
+    return JSONResponse(response.model_dump(mode="json"))
+
+
+def _plausible_key(id_or_key: str) -> bool:
+    """Could this be a refund id or an idempotency key (printable ASCII, at most 255)?"""
+    return 0 < len(id_or_key) <= _MAX_KEY_LENGTH and all(
+        "\x21" <= char <= "\x7e" for char in id_or_key
+    )
+
+
+def _not_found(id_or_key: str) -> ApiError:
+    shown = id_or_key if _plausible_key(id_or_key) else "(not a valid id or key)"
+    return ApiError.one(404, f"no refund with id or idempotency key {shown!r}")
+
+
+@router.get(
+    "/v1/refunds",
+    summary="List refunds, newest first",
+    response_model=RefundList,
+    responses=_AUTH_ERRORS,
+)
+def list_refunds(
+    _holder: Caller,
+    api: Context,
+    status: RefundStatus | None = None,
+    order_id: Annotated[int | None, Query(ge=1, le=_MAX_ENTITY_ID)] = None,
+    since: Annotated[
+        datetime | None,
+        Query(description="Created at or after (ISO 8601; without an offset, UTC)"),
+    ] = None,
+    limit: Annotated[int, Query(ge=1, le=MAX_LIST_LIMIT)] = DEFAULT_LIST_LIMIT,
+) -> JSONResponse:
+    """Refunds matching every given filter."""
+    if since is not None:
+        try:
+            since = (since if since.tzinfo else since.replace(tzinfo=UTC)).astimezone(UTC)
+        except OverflowError:
+            raise ApiError.one(422, "out of range", field="since") from None
+    refund_filter = RefundFilter(
+        status=status.value if status else None, order_id=order_id, since=since, limit=limit
+    )
+    with api.database.session_scope() as session:
+        views = [to_view(row) for row in select_refunds(session, refund_filter)]
+    listing = RefundList(refunds=[RefundSummary.of(view) for view in views], limit=limit)
+    return JSONResponse(listing.model_dump(mode="json"))
+
+
+@router.get(
+    "/v1/refunds/{id_or_key:path}",
+    summary="One refund, with its Magento calls",
+    response_model=RefundView,
+    responses={404: {**_ERROR_MODEL, "description": "No such refund"}, **_AUTH_ERRORS},
+)
+def get_refund(_holder: Caller, api: Context, id_or_key: str) -> JSONResponse:
+    """A refund by id or idempotency key."""
+    if not _plausible_key(id_or_key):
+        raise _not_found(id_or_key)
+    with api.database.session_scope() as session:
+        view = refund_view(session, id_or_key)
+    if view is None:
+        raise _not_found(id_or_key)
+    return JSONResponse(view.model_dump(mode="json"))
+
+
+@router.post(
+    "/v1/refunds/{id_or_key:path}/replay",
+    status_code=202,
+    summary="Replay a failed refund (or its failed email); operators only",
+    response_model=RefundView,
+    responses={
+        202: {"description": "Re-queued under the same idempotency key"},
+        403: {**_ERROR_MODEL, "description": "Not an operator key"},
+        404: {**_ERROR_MODEL, "description": "No such refund"},
+        409: {**_ERROR_MODEL, "description": "Succeeded or still in flight: not replayable"},
+        **_BODY_ERRORS,
+    },
+    openapi_extra=_json_body(
+        {"$ref": "#/components/schemas/ReplayRequest"}, "Why, and whether to replay the email"
+    ),
+)
+def replay_refund(holder: Operator, body: Body, api: Context, id_or_key: str) -> JSONResponse:
+    """Re-queue a failed refund; the next attempt first looks in Magento for its credit memo."""
+    document = parse_json(body)
+    if not isinstance(document, dict):
+        raise ApiError.one(422, 'the body must be a JSON object: {"reason": "..."}')
+    try:
+        request = ReplayRequest.model_validate(document)
+    except ValidationError as exc:
+        raise ApiError(422, _validation_errors(exc)) from None
+    if not _plausible_key(id_or_key):
+        raise _not_found(id_or_key)
+    with api.database.session_scope() as session:
+        row = find_refund(session, id_or_key)
+        refund_id = row.id if row is not None else None
+    if refund_id is None:
+        raise _not_found(id_or_key)
+    report = replay(
+        api.database,
+        api.publisher,
+        [refund_id],
+        reason=request.reason,
+        actor=holder.name,
+        notifications=request.notifications,
+    )
+    if refund_id in report.refused:
+        what = "its email" if request.notifications else "refund " + refund_id
+        raise ApiError.one(
+            409, f"cannot replay {what}: {report.refused[refund_id]}", refund_id=refund_id
+        )
+    with api.database.session_scope() as session:
+        view = refund_view(session, refund_id)
+    assert view is not None
+    return JSONResponse(view.model_dump(mode="json"), status_code=202)
+
+
+# -- health ------------------------------------------------------------------------------------
+
+
+async def _reachable(name: str, check: Check) -> bool:
+    try:
+        return await asyncio.wait_for(
+            run_in_threadpool(run_check, name, check), CHECK_TIMEOUT_SECONDS
+        )
+    except TimeoutError:
+        log.warning("health check %s timed out", name)
+        return False
+
+
+@router.get(
+    "/healthz",
+    summary="Database and broker reachability (no key needed)",
+    response_model=Health,
+    responses={503: {"model": Health, "description": "Something is down; it is named"}},
+)
+async def healthz(api: Context) -> JSONResponse:
+    """200 when the database and the broker answer, else 503 naming what is down."""
+    checks = [_reachable("database", api.database_check)]
+    if api.broker_check is not None:
+        checks.append(_reachable("broker", api.broker_check))
+    answers = await asyncio.gather(*checks)
+    health = Health(
+        database="ok" if answers[0] else "down",
+        broker="unchecked" if api.broker_check is None else "ok" if answers[1] else "down",
+    )
+    down = health.database == "down" or health.broker == "down"
+    return JSONResponse(health.model_dump(), status_code=503 if down else 200)
+
+
+# -- the app -----------------------------------------------------------------------------------
+
+
+class RefundApi(FastAPI):
+    """FastAPI whose OpenAPI document also describes the bodies read by hand."""
+
+    def openapi(self) -> dict[str, Any]:
+        """The document, with ``RefundRequest`` and ``ReplayRequest`` among its schemas."""
+        if self.openapi_schema is None:
+            document = super().openapi()
+            _, definitions = models_json_schema(
+                [(RefundRequest, "validation"), (ReplayRequest, "validation")],
+                ref_template="#/components/schemas/{model}",
+            )
+            schemas = document.setdefault("components", {}).setdefault("schemas", {})
+            for name, schema in definitions.get("$defs", {}).items():
+                schemas.setdefault(name, schema)
+            self.openapi_schema = document
+        return self.openapi_schema
+
+
+def create_app(
+    *,
+    database: Database,
+    publisher: NotificationPublisher,
+    settings: Settings,
+    broker_check: Check | None = None,
+) -> FastAPI:
+    """The HTTP API over ``database``, publishing through ``publisher``.
+
+    ``broker_check`` answers whether the broker is reachable for ``/healthz``; by default a Redis
+    PING to ``settings.broker_url`` when it is Redis (other brokers show as ``unchecked``).
+    """
+    default_check = default_broker_check(settings.broker_url) if broker_check is None else None
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        try:
+            yield
+        finally:
+            if isinstance(default_check, RedisPing):
+                default_check.close()
+
+    app = RefundApi(
+        title="refund-worker",
+        version=__version__,
+        summary="HTTP intake and status for Magento 2 refunds",
+        description=(
+            "Refund requests are validated, stored under their idempotency key and queued for "
+            "the refund worker. Authenticate with `Authorization: Bearer <API key>`."
+        ),
+        docs_url="/docs",
+        redoc_url=None,
+        openapi_url="/openapi.json",
+        lifespan=lifespan,
+    )
+    app.state.refund_api = ApiContext(
+        database=database,
+        publisher=_GuardedPublisher(publisher),
+        keys=KeyRing(settings.api_keys),
+        max_body_bytes=settings.api_max_body_bytes,
+        database_check=database_check(database),
+        broker_check=broker_check if broker_check is not None else default_check,
+    )
+    if not settings.api_keys:
+        log.warning("no API keys configured (REFUND_WORKER_API_KEYS): every request gets 401")
+    install_error_handlers(app)
+    app.include_router(router)
+    return app

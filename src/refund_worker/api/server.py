@@ -1,0 +1,69 @@
+"""Running the API under uvicorn, built from settings with the real Celery publisher."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+
+from refund_worker.settings import Settings, get_settings
+
+#: uvicorn's import string for ``app_from_environment`` (used with several workers).
+FACTORY = "refund_worker.api.server:app_from_environment"
+
+
+def build_app(settings: Settings | None = None) -> FastAPI:
+    """The API over ``settings.database_url`` (schema checked), publishing to ``broker_url``."""
+    from refund_worker.api.app import create_app
+    from refund_worker.celery_app import create_app as create_celery_app
+    from refund_worker.db import Database
+    from refund_worker.tasks import CeleryPublisher
+
+    settings = settings or get_settings()
+    database = Database.from_url(settings.database_url)
+    database.prepare()
+    publisher = CeleryPublisher(create_celery_app(settings))
+    return create_app(database=database, publisher=publisher, settings=settings)
+
+
+def app_from_environment() -> FastAPI:
+    """uvicorn factory: the API from ``REFUND_WORKER_*`` settings (one per worker process)."""
+    return build_app()
+
+
+def serve(
+    host: str,
+    port: int,
+    settings: Settings | None = None,
+    *,
+    workers: int = 1,
+    log_level: str | None = None,
+) -> None:
+    """Serve the API with uvicorn until interrupted.
+
+    With ``workers`` > 1 each process builds its own app from the environment (``settings``
+    cannot cross into them, so passing both is refused).
+    """
+    import uvicorn
+
+    level = (log_level or (settings or get_settings()).log_level).lower()
+    if workers > 1:
+        if settings is not None:
+            raise ValueError("with several workers the settings come from the environment")
+        uvicorn.run(
+            FACTORY,
+            factory=True,
+            workers=workers,
+            host=host,
+            port=port,
+            log_level=level,
+            server_header=False,
+            proxy_headers=False,
+        )
+        return
+    uvicorn.run(
+        build_app(settings),
+        host=host,
+        port=port,
+        log_level=level,
+        server_header=False,
+        proxy_headers=False,
+    )

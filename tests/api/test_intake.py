@@ -1,0 +1,250 @@
+"""POST /v1/refunds: every status code, and nothing stored or published for a rejected request."""
+
+from __future__ import annotations
+
+import json
+import socket
+from collections.abc import Iterator
+from urllib.parse import urlsplit
+
+import pytest
+
+from refund_worker.schemas import RefundRequest
+from tests.api.support import Api, refund
+
+MIB = 1024 * 1024
+
+
+def test_new_refund_is_accepted_with_202_and_published(api: Api) -> None:
+    response = api.producer.post("/v1/refunds", json=refund("rma-1", items=[
+        {"order_item_id": 7, "qty": "1.5"}
+    ]))
+
+    assert response.status_code == 202
+    receipt = response.json()
+    assert receipt["idempotency_key"] == "rma-1"
+    assert receipt["status"] == "queued"
+    assert receipt["duplicate"] is False
+    assert response.headers["location"] == f"/v1/refunds/{receipt['refund_id']}"
+    assert api.publisher.refunds == [receipt["refund_id"]]
+    assert api.row("rma-1").request_json == RefundRequest.model_validate(
+        refund("rma-1", items=[{"order_item_id": 7, "qty": "1.5"}])
+    ).canonical_json()
+
+
+def test_same_key_and_payload_again_is_200_with_the_existing_refund(api: Api) -> None:
+    first = api.producer.post("/v1/refunds", json=refund("rma-2"))
+    again = api.producer.post("/v1/refunds", json=refund("rma-2"))
+
+    assert (first.status_code, again.status_code) == (202, 200)
+    assert again.json()["refund_id"] == first.json()["refund_id"]
+    assert again.json()["duplicate"] is True
+    assert api.stored() == 1
+    assert len(api.publisher.refunds) == 1
+
+
+def test_same_key_with_another_payload_is_409_and_changes_nothing(api: Api) -> None:
+    first = api.producer.post("/v1/refunds", json=refund("rma-3", order_id=1))
+    response = api.producer.post("/v1/refunds", json=refund("rma-3", order_id=2))
+
+    assert response.status_code == 409
+    body = response.json()
+    assert body["refund_id"] == first.json()["refund_id"]
+    assert [error["field"] for error in body["detail"]] == ["idempotency_key"]
+    assert api.stored() == 1
+    assert api.row("rma-3").order_id == 1
+    assert len(api.publisher.refunds) == 1
+
+
+def test_money_keeps_every_digit_of_a_json_number(api: Api) -> None:
+    response = api.producer.post(
+        "/v1/refunds",
+        content=b'{"idempotency_key": "rma-4", "order_id": 1, "shipping_amount": 12345678.1234}',
+    )
+
+    assert response.status_code == 202
+    assert json.loads(api.row("rma-4").request_json)["shipping_amount"] == "12345678.1234"
+
+
+def test_422_lists_every_field_error_and_stores_nothing(api: Api) -> None:
+    response = api.producer.post("/v1/refunds", json={
+        "idempotency_key": "has space",
+        "order_id": "42",
+        "items": [{"order_item_id": 1, "qty": 0}, {"order_item_id": -3, "qty": "1.00001"}],
+        "shipping_amount": -1,
+        "notify_customer": "yes",
+        "surprise": True,
+    })
+
+    assert response.status_code == 422
+    fields = {error["field"] for error in response.json()["detail"]}
+    assert fields == {
+        "idempotency_key",
+        "order_id",
+        "items.0.qty",
+        "items.1.order_item_id",
+        "items.1.qty",
+        "shipping_amount",
+        "notify_customer",
+        "surprise",
+    }
+    assert all(error["message"] for error in response.json()["detail"])
+    assert api.stored() == 0
+    assert api.publisher.refunds == []
+
+
+def test_a_rule_across_fields_names_its_field(api: Api) -> None:
+    response = api.producer.post("/v1/refunds", json=refund(
+        "rma-5", items=[{"order_item_id": 1, "qty": 1}, {"order_item_id": 1, "qty": 2}]
+    ))
+
+    assert response.status_code == 422
+    assert response.json()["detail"] == [
+        {"field": "items", "message": "each order_item_id may appear only once"}
+    ]
+
+
+@pytest.mark.parametrize("body", [b"[]", b'"a string"', b"7", b"null"])
+def test_a_body_that_is_not_an_object_is_422(api: Api, body: bytes) -> None:
+    response = api.producer.post("/v1/refunds", content=body)
+
+    assert response.status_code == 422
+    assert api.stored() == 0
+
+
+@pytest.mark.parametrize(
+    "content",
+    [b"", b"{", b'{"idempotency_key": "k", "order_id": 1,}', b'{"order_id": NaN}', b"\xff\xfe{",
+     b"[" * 100_000],
+)
+def test_malformed_json_is_400(api: Api, content: bytes) -> None:
+    response = api.producer.post(
+        "/v1/refunds", content=content, headers={"Content-Type": "application/json"}
+    )
+
+    assert response.status_code == 400
+    assert response.json()["detail"][0]["message"].startswith("malformed JSON")
+    assert api.stored() == 0
+
+
+def test_key_from_the_idempotency_key_header(api: Api) -> None:
+    response = api.producer.post(
+        "/v1/refunds", json={"order_id": 9}, headers={"Idempotency-Key": "hdr-1"}
+    )
+
+    assert response.status_code == 202
+    assert response.json()["idempotency_key"] == "hdr-1"
+    again = api.producer.post(
+        "/v1/refunds", json={"order_id": 9, "idempotency_key": "hdr-1"},
+        headers={"Idempotency-Key": "hdr-1"},
+    )
+    assert again.status_code == 200
+
+
+def test_header_and_body_keys_that_differ_are_422_with_the_other_errors(api: Api) -> None:
+    response = api.producer.post(
+        "/v1/refunds", json={"idempotency_key": "body-key", "order_id": 0},
+        headers={"Idempotency-Key": "header-key"},
+    )
+
+    assert response.status_code == 422
+    fields = [error["field"] for error in response.json()["detail"]]
+    assert fields == ["idempotency_key", "order_id"]
+    assert api.stored() == 0
+
+
+def test_no_key_anywhere_is_422_naming_idempotency_key(api: Api) -> None:
+    response = api.producer.post("/v1/refunds", json={"order_id": 9})
+
+    assert response.status_code == 422
+    assert [error["field"] for error in response.json()["detail"]] == ["idempotency_key"]
+
+
+def test_body_over_the_limit_by_content_length_is_413(api: Api) -> None:
+    padding = "x" * MIB
+    response = api.producer.post("/v1/refunds", json=refund("big-1", comment=padding))
+
+    assert response.status_code == 413
+    assert api.stored() == 0
+
+
+def _chunks(total: int, size: int = 64 * 1024) -> Iterator[bytes]:
+    yield b'{"idempotency_key": "big-2", "order_id": 1, "comment": "'
+    sent = 0
+    while sent < total:
+        yield b"x" * size
+        sent += size
+    yield b'"}'
+
+
+def test_chunked_body_over_the_limit_is_413_while_reading(api: Api) -> None:
+    response = api.producer.post(
+        "/v1/refunds", content=_chunks(MIB + 1), headers={"Content-Type": "application/json"}
+    )
+
+    assert response.request.headers["transfer-encoding"] == "chunked"
+    assert "content-length" not in response.request.headers
+    assert response.status_code == 413
+    assert api.stored() == 0
+
+
+def test_413_comes_before_the_whole_body_is_sent(api: Api) -> None:
+    """A chunked upload that never ends is answered once the limit is passed."""
+    parts = urlsplit(api.url)
+    with socket.create_connection((parts.hostname or "", parts.port or 80), timeout=10) as conn:
+        conn.sendall(
+            b"POST /v1/refunds HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\n"
+            b"Authorization: Bearer " + api.keys.producer.encode() + b"\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\n"
+        )
+        chunk = b"x" * 65536
+        for _ in range(17):  # 1.06 MiB, then stop sending without the final chunk
+            conn.sendall(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+        answer = conn.recv(65536)
+    assert answer.startswith(b"HTTP/1.1 413 ")
+    assert api.stored() == 0
+
+
+def test_a_small_chunked_body_is_accepted(api: Api) -> None:
+    body = json.dumps(refund("chunked-ok")).encode()
+
+    def pieces() -> Iterator[bytes]:
+        yield body[:10]
+        yield body[10:]
+
+    response = api.producer.post(
+        "/v1/refunds", content=pieces(), headers={"Content-Type": "application/json"}
+    )
+
+    assert response.status_code == 202
+
+
+def test_the_limit_is_the_setting(start_api: object) -> None:
+    api = start_api(api_max_body_bytes=100)  # type: ignore[operator]
+    ok = api.producer.post("/v1/refunds", json=refund("small"))
+    too_big = api.producer.post("/v1/refunds", json=refund("small-2", comment="y" * 100))
+
+    assert (ok.status_code, too_big.status_code) == (202, 413)
+
+
+def test_created_by_is_the_key_name(api: Api) -> None:
+    api.producer.post("/v1/refunds", json=refund("by-erp"))
+    api.operator.post("/v1/refunds", json=refund("by-alice"))
+
+    assert api.row("by-erp").created_by == "erp"
+    assert api.row("by-alice").created_by == "alice"
+
+
+def test_broker_down_is_503_and_the_refund_waits_for_the_sweeper(api: Api) -> None:
+    api.publisher.failing = True
+    response = api.producer.post("/v1/refunds", json=refund("stranded"))
+
+    assert response.status_code == 503
+    assert response.headers["retry-after"]
+    assert "hunter2" not in response.text
+    assert api.row("stranded").status == "received"  # the sweeper publishes it
+
+    api.publisher.failing = False
+    again = api.producer.post("/v1/refunds", json=refund("stranded"))
+    assert again.status_code == 200
+    assert again.json()["status"] == "received"
