@@ -508,11 +508,10 @@ def _take_order_lock(
         return True
     dialect = session.get_bind().dialect.name
     insert_fn = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    inserted = rowcount(
-        session.execute(
-            insert_fn(OrderLock)
-            .values(order_id=order_id, refund_id=refund_id, expires_at=until)
-            .on_conflict_do_nothing(index_elements=["order_id"])
-        )
-    )
-    return bool(inserted == 1)
+    inserted = session.execute(
+        insert_fn(OrderLock)
+        .values(order_id=order_id, refund_id=refund_id, expires_at=until)
+        .on_conflict_do_nothing(index_elements=["order_id"])
+        .returning(OrderLock.order_id)
+    ).scalar_one_or_none()
+    return inserted is not None

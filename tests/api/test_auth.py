@@ -8,11 +8,11 @@ import logging
 
 import pytest
 from click.testing import CliRunner
+from tests.api.support import Api, refund
 
 from refund_worker.api.cli import api_key_command
 from refund_worker.api.keys import KeyRing, generate_api_key, key_digest
 from refund_worker.settings import ApiKey
-from tests.api.support import Api, refund
 
 
 @pytest.mark.parametrize(
@@ -47,9 +47,8 @@ def test_no_valid_key_is_401_and_touches_nothing(
 
 
 def test_the_scheme_is_case_insensitive(api: Api) -> None:
-    response = api.anonymous.post(
-        "/v1/refunds", json=refund("lower"), headers={"Authorization": f"bearer {api.keys.producer}"}
-    )
+    headers = {"Authorization": f"bearer {api.keys.producer}"}
+    response = api.anonymous.post("/v1/refunds", json=refund("lower"), headers=headers)
 
     assert response.status_code == 202
 

@@ -8,9 +8,9 @@ from collections.abc import Iterator
 from urllib.parse import urlsplit
 
 import pytest
+from tests.api.support import Api, refund
 
 from refund_worker.schemas import RefundRequest
-from tests.api.support import Api, refund
 
 MIB = 1024 * 1024
 

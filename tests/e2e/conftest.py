@@ -113,6 +113,10 @@ class Stack:
                              and view.notification_status.value not in ("pending", "sending",
                                                                         "retrying"), timeout)
 
+    def request_bodies(self) -> list[dict[str, Any]]:
+        """JSON bodies of the Magento POSTs the simulator received (its body log)."""
+        return [entry for entry in self.state.request_bodies()]
+
     def logs(self) -> str:
         return "\n".join(f"--- {path.name}\n{path.read_text(errors='replace')[-4000:]}"
                          for path in sorted(self.log_dir.glob("*.log")))

@@ -10,6 +10,7 @@ GET      /_simulator/orders/{id}          the order as ``GET /V1/orders/{id}`` s
 GET      /_simulator/creditmemos          every credit memo, with order id, items, comments
 GET      /_simulator/emails               the outbox
 GET      /_simulator/requests?limit=N     request log: method, path, route, status, duration
+GET      /_simulator/bodies?limit=N       bodies the Magento routes received (not admin-token)
 POST     /_simulator/reset                back to the seed (body ``{"seed": ...}`` optional)
 POST     /_simulator/faults               add a fault (``faults``), or ``{"faults": [...]}``
 GET      /_simulator/faults               active faults
@@ -122,6 +123,8 @@ def handle(
             return 200, state.emails()
         if key == ("GET", "/requests"):
             return 200, state.requests(_limit(query_string))
+        if key == ("GET", "/bodies"):
+            return 200, state.request_bodies(_limit(query_string))
         if key == ("GET", "/stats"):
             return 200, state.stats()
         if key == ("GET", "/config"):

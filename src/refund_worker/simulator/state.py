@@ -9,6 +9,7 @@ them from any thread.
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections import Counter, deque
@@ -89,6 +90,7 @@ class SimulatorState:
         self._log: deque[tuple[float, str, str, str, int, float, str | None]] = deque(
             maxlen=request_log_size
         )
+        self._bodies: deque[tuple[float, str, str, str, bytes]] = deque(maxlen=request_log_size)
         self._stats: Counter[tuple[str, int]] = Counter()
         self.in_flight = 0
         self.max_in_flight = 0
@@ -124,6 +126,7 @@ class SimulatorState:
         self.config = SimulatorConfig()
         self.auth.admin_token_lifetime_s = self.config.admin_token_lifetime_s
         self._log.clear()
+        self._bodies.clear()
         self._stats.clear()
         self.max_in_flight = self.in_flight
         self._load_seed(self.seed, specs)
@@ -730,6 +733,28 @@ class SimulatorState:
         """Log one request (never its headers or body) and count it. Called from the loop."""
         self._log.append((time.time(), method, path, route, status, duration_s, fault))
         self._stats[(route, status)] += 1
+
+    def record_body(self, method: str, path: str, route: str, body: bytes) -> None:
+        """Keep a Magento request body (never called for the admin-token route: it has a password)."""
+        self._bodies.append((time.time(), method, path, route, body))
+
+    def request_bodies(self, limit: int | None = None) -> list[dict[str, Any]]:
+        """The bodies Magento routes received (JSON-decoded when possible), oldest first.
+
+        Each entry: ``{"route", "method", "path", "body"}``; ``route`` is the fault/stats route
+        name (``order_refund``, ``invoice_refund``, ``creditmemo_refund``, ...).
+        """
+        entries = list(self._bodies)
+        if limit is not None:
+            entries = entries[-limit:] if limit > 0 else []
+        out = []
+        for _, method, path, route, raw in entries:
+            try:
+                body: Any = json.loads(raw)
+            except ValueError:
+                body = raw.decode("utf-8", "replace")
+            out.append({"route": route, "method": method, "path": path, "body": body})
+        return out
 
     def requests(self, limit: int | None = None) -> list[dict[str, Any]]:
         """The most recent requests, oldest first (``limit`` of them)."""
