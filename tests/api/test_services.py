@@ -55,24 +55,22 @@ def test_refund_lands_in_the_refunds_list_through_celery(
     start_api: StartApi, redis_url: str, keys: Keys
 ) -> None:
     celery_app = create_celery_app(make_settings(keys, broker_url=redis_url))
+    client = redis.Redis.from_url(redis_url)
     try:
         api = start_api(
             publisher=CeleryPublisher(celery_app), broker_check=None, broker_url=redis_url
         )
 
         response = api.producer.post("/v1/refunds", json=refund("celery-1"))
+        messages = [json.loads(raw) for raw in client.lrange(QUEUE, 0, -1)]
         health = api.anonymous.get("/healthz")
     finally:
+        client.close()
         celery_app.close()
 
     assert response.status_code == 202
-    assert health.status_code == 200
-    assert health.json() == {"database": "ok", "broker": "ok"}
-    client = redis.Redis.from_url(redis_url)
-    try:
-        messages = [json.loads(raw) for raw in client.lrange(QUEUE, 0, -1)]
-    finally:
-        client.close()
     assert len(messages) == 1
     assert messages[0]["headers"]["task"] == PROCESS_TASK
     assert response.json()["refund_id"] in messages[0]["headers"]["argsrepr"]
+    assert health.status_code == 200
+    assert health.json() == {"database": "ok", "broker": "ok"}

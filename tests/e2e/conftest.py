@@ -115,7 +115,7 @@ class Stack:
 
     def request_bodies(self) -> list[dict[str, Any]]:
         """JSON bodies of the Magento POSTs the simulator received (its body log)."""
-        return [entry for entry in self.state.request_bodies()]
+        return list(self.state.request_bodies())
 
     def logs(self) -> str:
         return "\n".join(f"--- {path.name}\n{path.read_text(errors='replace')[-4000:]}"

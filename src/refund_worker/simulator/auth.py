@@ -141,7 +141,10 @@ class AuthRegistry:
 
     def _check_oauth(self, header: str, method: str, url: str, query_string: str) -> None:
         try:
-            pairs = oauth_utils.parse_authorization_header(header)
+            pairs = [
+                (oauth_utils.unescape(key), oauth_utils.unescape(value))
+                for key, value in oauth_utils.parse_authorization_header(header)
+            ]
         except ValueError:
             raise MagentoError(401, "The signature is invalid. Verify and try again.") from None
         params = dict(pairs)
