@@ -132,7 +132,9 @@ async def _load(
     for index in range(connections):
         try:
             _, protocol = await loop.create_connection(
-                lambda i=index: _Connection(run, i * 7919), "127.0.0.1", port  # type: ignore[misc]
+                lambda i=index: _Connection(run, i * 7919),
+                "127.0.0.1",
+                port,  # type: ignore[misc]
             )
             protocols.append(protocol)
         except OSError as exc:
@@ -194,13 +196,13 @@ def _phase(
     duration: float,
     cpus: list[int] | None,
 ) -> dict[str, Any]:
-    share = [connections // processes + (1 if i < connections % processes else 0)
-             for i in range(processes)]
+    share = [
+        connections // processes + (1 if i < connections % processes else 0)
+        for i in range(processes)
+    ]
     context = multiprocessing.get_context("spawn")
     with context.Pool(processes) as pool:
-        parts = pool.map(
-            _client, [(port, requests, n, warmup, duration, cpus) for n in share if n]
-        )
+        parts = pool.map(_client, [(port, requests, n, warmup, duration, cpus) for n in share if n])
     latencies = [value for part in parts for value in part["latencies"]]
     statuses: dict[str, int] = {}
     for part in parts:
@@ -295,7 +297,10 @@ def main(argv: list[str] | None = None) -> int:
             "http_parser": http,
         },
         "a_throughput": throughput
-        | {"target_ok_per_s": 2000, "passed": throughput["ok_per_s"] >= 2000 and throughput["errors"] == 0},
+        | {
+            "target_ok_per_s": 2000,
+            "passed": throughput["ok_per_s"] >= 2000 and throughput["errors"] == 0,
+        },
         "b_concurrency": concurrency
         | {
             "target_in_flight": args.inflight,
@@ -309,14 +314,33 @@ def main(argv: list[str] | None = None) -> int:
     a, b = results["a_throughput"], results["b_concurrency"]
     rows = [
         ("phase", "conns", "ok", "errors", "ok/s", "p50 ms", "p99 ms", "max in flight", "pass"),
-        ("(a) refunds, no latency", a["connections"], a["ok"], a["errors"], a["ok_per_s"],
-         a["latency_ms"]["p50"], a["latency_ms"]["p99"], "-", a["passed"]),
-        (f"(b) refunds, +{args.latency_ms:g} ms", b["connections"], b["ok"], b["errors"],
-         b["ok_per_s"], b["latency_ms"]["p50"], b["latency_ms"]["p99"],
-         b["server_max_in_flight"], b["passed"]),
+        (
+            "(a) refunds, no latency",
+            a["connections"],
+            a["ok"],
+            a["errors"],
+            a["ok_per_s"],
+            a["latency_ms"]["p50"],
+            a["latency_ms"]["p99"],
+            "-",
+            a["passed"],
+        ),
+        (
+            f"(b) refunds, +{args.latency_ms:g} ms",
+            b["connections"],
+            b["ok"],
+            b["errors"],
+            b["ok_per_s"],
+            b["latency_ms"]["p50"],
+            b["latency_ms"]["p99"],
+            b["server_max_in_flight"],
+            b["passed"],
+        ),
     ]
     widths = [max(len(str(row[i])) for row in rows) for i in range(len(rows[0]))]
-    print(f"simulator: 1 process on cpu {server_cpu}, {loop} + {http}; clients on cpus {client_cpus}")
+    print(
+        f"simulator: 1 process on cpu {server_cpu}, {loop} + {http}; clients on cpus {client_cpus}"
+    )
     for row in rows:
         print("  ".join(str(cell).rjust(width) for cell, width in zip(row, widths, strict=True)))
     print(f"wrote {os.path.relpath(RESULTS, ROOT)}")

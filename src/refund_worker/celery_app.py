@@ -13,11 +13,13 @@ Redis delivers at least once. Every setting here serves the two promises:
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 from celery import Celery
 from celery.signals import worker_init, worker_process_init
 
+from refund_worker.errors import ConfigurationError
 from refund_worker.settings import Settings, get_settings
 
 QUEUE = "refunds"
@@ -85,9 +87,14 @@ def _check_at_start(**_: Any) -> None:
     """Fail fast on an unusable configuration, before the first task is taken."""
     from refund_worker.runtime import get_runtime
 
-    runtime = get_runtime()
-    check_visibility_timeout(app, runtime.settings)
-    runtime.check_ready()
+    try:
+        runtime = get_runtime()
+        check_visibility_timeout(app, runtime.settings)
+        runtime.check_ready()
+    except (ConfigurationError, RuntimeError) as exc:
+        # Celery logs and swallows exceptions from signal handlers; SystemExit stops the worker.
+        print(f"refund-worker: cannot start: {exc}", file=sys.stderr)  # noqa: T201
+        raise SystemExit(2) from exc
 
 
 @worker_process_init.connect

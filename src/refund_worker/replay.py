@@ -8,59 +8,43 @@ Every replay leaves a ``replayed`` event with the operator's reason.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Protocol
 
-from sqlalchemy import Select, select, update
+from sqlalchemy import update
 from sqlalchemy.orm import Session
 
 from refund_worker.db import Database, rowcount
 from refund_worker.intake import Publisher
 from refund_worker.models import Refund, RefundEvent, utcnow
+from refund_worker.queries import RefundFilter, select_refunds
 from refund_worker.schemas import NotificationStatus, RefundStatus
 
+__all__ = [
+    "MAX_REASON_LENGTH",
+    "REPLAYABLE_NOTIFICATIONS",
+    "NotificationPublisher",
+    "RefundFilter",
+    "ReplayCandidate",
+    "ReplayPlan",
+    "ReplayReport",
+    "check_reason",
+    "plan_replay",
+    "refusal",
+    "replay",
+    "replayable_filter",
+    "select_refunds",
+]
+
 REPLAYABLE_NOTIFICATIONS = (NotificationStatus.FAILED.value, NotificationStatus.NOT_SENT.value)
+MAX_REASON_LENGTH = 500
 
 
 class NotificationPublisher(Publisher, Protocol):
     """A publisher that can also publish ``refunds.notify``."""
 
     def publish_notifications(self, refund_ids: Sequence[str]) -> None: ...
-
-
-@dataclass(frozen=True)
-class RefundFilter:
-    """Which refunds to list or replay."""
-
-    ids: tuple[str, ...] = ()
-    status: str | None = None
-    order_id: int | None = None
-    service: str | None = None
-    error_contains: str | None = None
-    since: datetime | None = None
-    until: datetime | None = None
-    limit: int | None = None
-
-    def statement(self) -> Select[Refund]:
-        """The SELECT for this filter, newest first."""
-        query = select(Refund)
-        if self.ids:
-            query = query.where(Refund.id.in_(self.ids) | Refund.idempotency_key.in_(self.ids))
-        if self.status:
-            query = query.where(Refund.status == self.status)
-        if self.order_id is not None:
-            query = query.where(Refund.order_id == self.order_id)
-        if self.service:
-            query = query.where(Refund.service == self.service)
-        if self.error_contains:
-            query = query.where(Refund.last_error.contains(self.error_contains, autoescape=True))
-        if self.since:
-            query = query.where(Refund.created_at >= self.since)
-        if self.until:
-            query = query.where(Refund.created_at < self.until)
-        query = query.order_by(Refund.created_at.desc())
-        return query.limit(self.limit) if self.limit else query
 
 
 @dataclass
@@ -86,9 +70,80 @@ def refusal(row: Refund, notifications: bool) -> str | None:
     return None
 
 
-def select_refunds(session: Session, refund_filter: RefundFilter) -> list[Refund]:
-    """Rows matching the filter."""
-    return list(session.scalars(refund_filter.statement()))
+@dataclass(frozen=True)
+class ReplayCandidate:
+    """A refund a replay would touch: what it is, why it failed, and why it is refused (if so)."""
+
+    refund_id: str
+    idempotency_key: str
+    order_id: int
+    status: str
+    notification_status: str
+    attempts: int
+    error: str | None  # the refund's last error, or the email's with ``notifications``
+    updated_at: datetime
+    refused: str | None = None
+
+
+@dataclass
+class ReplayPlan:
+    """What a replay would do: refunds it would re-queue, refunds (or ids) it would refuse."""
+
+    ready: list[ReplayCandidate] = field(default_factory=list)
+    refused: list[ReplayCandidate] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)  # ids or keys that match nothing
+
+
+def check_reason(reason: str) -> str:
+    """The reason, stripped; ``ValueError`` when empty, too long or with control characters."""
+    cleaned = reason.strip()
+    if not cleaned:
+        raise ValueError("a reason is required: say why these refunds are replayed")
+    if len(cleaned) > MAX_REASON_LENGTH:
+        raise ValueError(f"the reason is longer than {MAX_REASON_LENGTH} characters")
+    if any(ord(char) < 32 and char not in "\t\n\r" or ord(char) == 127 for char in cleaned):
+        raise ValueError("the reason contains control characters")
+    return cleaned
+
+
+def replayable_filter(refund_filter: RefundFilter, *, notifications: bool) -> RefundFilter:
+    """``refund_filter`` restricted to what can be replayed, unless it names refunds by id.
+
+    Named refunds are kept whatever their state, so each one that cannot be replayed is
+    reported with why instead of being silently left out.
+    """
+    if refund_filter.ids:
+        return refund_filter
+    if notifications:
+        return replace(
+            refund_filter,
+            status=RefundStatus.SUCCEEDED.value,
+            notification_status=refund_filter.notification_status
+            or NotificationStatus.FAILED.value,
+        )
+    return replace(refund_filter, status=refund_filter.status or RefundStatus.FAILED.value)
+
+
+def plan_replay(session: Session, refund_filter: RefundFilter, *, notifications: bool) -> ReplayPlan:
+    """What ``replay`` would do for the refunds matching the filter (read only)."""
+    plan = ReplayPlan()
+    rows = select_refunds(session, replayable_filter(refund_filter, notifications=notifications))
+    found = {row.id for row in rows} | {row.idempotency_key for row in rows}
+    plan.missing = [wanted for wanted in dict.fromkeys(refund_filter.ids) if wanted not in found]
+    for row in sorted(rows, key=lambda row: (row.created_at, row.id)):
+        candidate = ReplayCandidate(
+            refund_id=row.id,
+            idempotency_key=row.idempotency_key,
+            order_id=row.order_id,
+            status=row.status,
+            notification_status=row.notification_status,
+            attempts=row.notification_attempts if notifications else row.attempts,
+            error=row.notification_error if notifications else row.last_error,
+            updated_at=row.updated_at,
+            refused=refusal(row, notifications),
+        )
+        (plan.ready if candidate.refused is None else plan.refused).append(candidate)
+    return plan
 
 
 def replay(
@@ -100,7 +155,11 @@ def replay(
     actor: str = "operator",
     notifications: bool = False,
 ) -> ReplayReport:
-    """Re-queue failed refunds (or failed emails); commit, then publish."""
+    """Re-queue failed refunds (or failed emails); commit, then publish.
+
+    ``reason`` is required (see ``check_reason``) and kept in each refund's ``*_replayed`` event.
+    """
+    reason = check_reason(reason)
     report = ReplayReport()
     now = utcnow()
     with database.session_scope() as session:
@@ -108,7 +167,7 @@ def replay(
         found = {row.id for row in rows} | {row.idempotency_key for row in rows}
         for missing in sorted(set(refund_ids) - found):
             report.refused[missing] = "no such refund"
-        for row in rows:
+        for row in sorted(rows, key=lambda row: (row.created_at, row.id)):
             why = refusal(row, notifications)
             if why is not None:
                 report.refused[row.id] = why

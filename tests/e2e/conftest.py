@@ -24,6 +24,7 @@ from refund_worker.settings import Settings
 from refund_worker.simulator import SimulatorState
 from refund_worker.simulator.testing import RunningSimulator, running_simulator
 from refund_worker.tasks import CeleryPublisher
+from tests.magento_schema import OPERATIONS, body_errors
 
 SIM_TOKEN = "e2e-token"
 
@@ -164,6 +165,15 @@ def make_stack(database_url: str, redis_url: str, tmp_path: Path,
         finally:
             stack.stop_all()
             database.dispose()
+        assert_bodies_match_schema(stack)
+
+
+def assert_bodies_match_schema(stack: Stack) -> None:
+    """Every refund body the worker sent during the test validates against Adobe's schema."""
+    for body in stack.request_bodies():
+        if body["route"] in OPERATIONS:
+            errors = body_errors(body["route"], body["body"])
+            assert errors == [], f"{body['route']} body breaks the schema: {errors}"
 
 
 @pytest.fixture

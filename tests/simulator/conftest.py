@@ -7,11 +7,10 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
+from tests.simulator.sim_support import LIMITED_TOKEN, OAUTH, TOKEN
 
 from refund_worker.simulator import SimulatorState
 from refund_worker.simulator.testing import RunningSimulator, running_simulator
-from tests.simulator.sim_support import LIMITED_TOKEN, OAUTH, TOKEN
-
 
 
 class Clock:

@@ -9,11 +9,11 @@ from typing import Any
 import httpx
 import pytest
 from oauthlib.oauth1 import SIGNATURE_HMAC_SHA1, SIGNATURE_HMAC_SHA256, Client
+from tests.simulator.conftest import Clock
+from tests.simulator.sim_support import LIMITED_TOKEN, OAUTH, TOKEN
 
 from refund_worker.simulator import SimulatorState
 from refund_worker.simulator.testing import RunningSimulator
-from tests.simulator.conftest import Clock
-from tests.simulator.sim_support import LIMITED_TOKEN, OAUTH, TOKEN
 
 NOT_AUTHORIZED = "The consumer isn't authorized to access %resources."
 
@@ -75,7 +75,8 @@ def test_admin_token(anon: httpx.Client, clock: Clock) -> None:
     )
     assert response.status_code == 200
     token = response.json()
-    assert isinstance(token, str) and len(token) >= 32
+    assert isinstance(token, str)
+    assert len(token) >= 32
     bearer = {"Authorization": f"Bearer {token}"}
     assert anon.get("/V1/orders/1", headers=bearer).status_code == 200
     clock.frozen += 3601  # admin tokens expire after an hour
@@ -172,12 +173,17 @@ def test_oauth_nonce_reuse(sim: RunningSimulator, anon: httpx.Client) -> None:
     again = signed(anon, sim, "GET", "/V1/orders/2", client=client)
     assert (again.status_code, again.json()) == (
         401,
-        {"message": "The nonce is already being used by the consumer with ID %1", "parameters": ["1"]},
+        {
+            "message": "The nonce is already being used by the consumer with ID %1",
+            "parameters": ["1"],
+        },
     )
 
 
 def test_oauth_only_hmac_sha256(sim: RunningSimulator, anon: httpx.Client) -> None:
-    response = signed(anon, sim, "GET", "/V1/orders/1", client=oauth_client(signature_method=SIGNATURE_HMAC_SHA1))
+    response = signed(
+        anon, sim, "GET", "/V1/orders/1", client=oauth_client(signature_method=SIGNATURE_HMAC_SHA1)
+    )
     assert (response.status_code, response.json()) == (
         400,
         {"message": "Signature method %1 is not supported", "parameters": ["HMAC-SHA1"]},
@@ -202,7 +208,9 @@ def test_oauth_unknown_consumer_and_token(sim: RunningSimulator, anon: httpx.Cli
         401,
         {"message": "A consumer having the specified key does not exist"},
     )
-    wrong_token = signed(anon, sim, "GET", "/V1/orders/1", client=oauth_client(resource_owner_key="x"))
+    wrong_token = signed(
+        anon, sim, "GET", "/V1/orders/1", client=oauth_client(resource_owner_key="x")
+    )
     assert (wrong_token.status_code, wrong_token.json()) == (
         401,
         {"message": "Specified token does not exist"},

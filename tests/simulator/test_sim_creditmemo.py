@@ -6,9 +6,9 @@ from typing import Any
 
 import httpx
 import pytest
+from tests.simulator.sim_support import order
 
 from refund_worker.simulator import SimulatorState
-from tests.simulator.sim_support import order
 
 
 def document(**overrides: Any) -> dict[str, Any]:
@@ -16,10 +16,24 @@ def document(**overrides: Any) -> dict[str, Any]:
     memo: dict[str, Any] = {
         "order_id": 2,
         "items": [
-            {"order_item_id": 3, "qty": 1, "price": 34, "row_total": 34, "base_price": 34,
-             "base_cost": 0, "entity_id": 0},
-            {"order_item_id": 4, "qty": 3, "price": 7, "row_total": 21, "base_price": 7,
-             "base_cost": 0, "entity_id": 0},
+            {
+                "order_item_id": 3,
+                "qty": 1,
+                "price": 34,
+                "row_total": 34,
+                "base_price": 34,
+                "base_cost": 0,
+                "entity_id": 0,
+            },
+            {
+                "order_item_id": 4,
+                "qty": 3,
+                "price": 7,
+                "row_total": 21,
+                "base_price": 7,
+                "base_cost": 0,
+                "entity_id": 0,
+            },
         ],
         "subtotal": 55,
         "base_subtotal": 55,
@@ -38,7 +52,12 @@ def test_low_level_refund_of_a_whole_document(client: httpx.Client) -> None:
     )
     assert response.status_code == 200, response.text
     memo = response.json()
-    assert (memo["entity_id"], memo["state"], memo["order_id"], memo["grand_total"]) == (3, 2, 2, 60)
+    assert (memo["entity_id"], memo["state"], memo["order_id"], memo["grand_total"]) == (
+        3,
+        2,
+        2,
+        60,
+    )
     assert [(i["order_item_id"], i["qty"], i["parent_id"]) for i in memo["items"]] == [
         (3, 1, 3),
         (4, 3, 3),
@@ -70,7 +89,9 @@ def test_low_level_refund_trusts_the_document(client: httpx.Client) -> None:
 
 
 def test_low_level_over_refund_formats_the_amount_as_currency(client: httpx.Client) -> None:
-    response = client.post("/V1/creditmemo/refund", json={"creditmemo": document(base_grand_total=61)})
+    response = client.post(
+        "/V1/creditmemo/refund", json={"creditmemo": document(base_grand_total=61)}
+    )
     assert response.status_code == 400
     assert response.json() == {
         "message": "The most money available to refund is %1.",
@@ -110,7 +131,10 @@ def test_low_level_refund_of_an_open_memo_saved_before(client: httpx.Client) -> 
     assert order(client, 2)["total_refunded"] == 0.0
     refunded = client.post(
         "/V1/creditmemo/refund",
-        json={"creditmemo": {**document(), "entity_id": saved["entity_id"]}, "offlineRequested": True},
+        json={
+            "creditmemo": {**document(), "entity_id": saved["entity_id"]},
+            "offlineRequested": True,
+        },
     ).json()
     assert (refunded["entity_id"], refunded["state"]) == (saved["entity_id"], 2)
     assert order(client, 2)["total_refunded"] == 60.0
@@ -156,7 +180,12 @@ def test_repository_save_errors(client: httpx.Client) -> None:
 
 def test_get_creditmemo(client: httpx.Client) -> None:
     memo = client.get("/V1/creditmemo/1").json()
-    assert (memo["entity_id"], memo["order_id"], memo["state"], memo["grand_total"]) == (1, 4, 2, 50.0)
+    assert (memo["entity_id"], memo["order_id"], memo["state"], memo["grand_total"]) == (
+        1,
+        4,
+        2,
+        50.0,
+    )
     assert memo["comments"][0]["comment"] == "demo: refunded in full"
     assert memo["items"][0]["sku"] == "YOGA-MAT"
     assert client.get("/V1/creditmemo/999").status_code == 404
@@ -166,7 +195,10 @@ def test_get_creditmemo(client: httpx.Client) -> None:
     wrong = client.get("/V1/creditmemo/abc")
     assert (wrong.status_code, wrong.json()) == (
         400,
-        {"message": 'The "abc" value\'s type is invalid. The "int" type was expected. Verify and try again.'},  # noqa: E501
+        {
+            "message": 'The "abc" value\'s type is invalid. The "int" type was expected. '
+            "Verify and try again."
+        },
     )
 
 
@@ -208,13 +240,24 @@ def test_comments(client: httpx.Client, state: SimulatorState) -> None:
     # The path id is not used: parent_id in the body decides.
     saved = client.post(
         "/V1/creditmemo/999/comments",
-        json={"entity": {"parent_id": 1, "comment": "second", "is_customer_notified": 1,
-                         "is_visible_on_front": 0}},
+        json={
+            "entity": {
+                "parent_id": 1,
+                "comment": "second",
+                "is_customer_notified": 1,
+                "is_visible_on_front": 0,
+            }
+        },
     )
     assert saved.status_code == 200
     comment = saved.json()
-    assert (comment["parent_id"], comment["comment"], comment["is_customer_notified"]) == (1, "second", 1)
-    assert comment["entity_id"] > 0 and comment["created_at"]
+    assert (comment["parent_id"], comment["comment"], comment["is_customer_notified"]) == (
+        1,
+        "second",
+        1,
+    )
+    assert comment["entity_id"] > 0
+    assert comment["created_at"]
     assert [c["comment"] for c in client.get("/V1/creditmemo/1/comments").json()["items"]] == [
         "demo: refunded in full",
         "second",

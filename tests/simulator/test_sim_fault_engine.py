@@ -37,12 +37,24 @@ def test_bad_specs(spec: dict[str, Any], message: str) -> None:
 def test_spec_round_trip() -> None:
     engine = FaultEngine()
     fault = engine.add(
-        {"route": "order_refund", "kind": "status", "status": 429, "retry_after": 3, "count": 2,
-         "order_id": 7}
+        {
+            "route": "order_refund",
+            "kind": "status",
+            "status": 429,
+            "retry_after": 3,
+            "count": 2,
+            "order_id": 7,
+        }
     )
     assert fault.to_dict() == {
-        "id": 1, "route": "order_refund", "kind": "status", "order_id": 7, "probability": 1.0,
-        "count": 2, "status": 429, "retry_after": 3,
+        "id": 1,
+        "route": "order_refund",
+        "kind": "status",
+        "order_id": 7,
+        "probability": 1.0,
+        "count": 2,
+        "status": 429,
+        "retry_after": 3,
     }
     assert engine.list() == [fault.to_dict()]
     assert engine.add({"kind": "hang"}).to_dict()["hang_seconds"] == 30.0
@@ -63,7 +75,8 @@ def test_route_and_id_matching() -> None:
     assert engine.before("order_refund", {"order_id": 8}).fault is None
     assert engine.before("order_refund", {}).fault is None  # no id known: no match
     fault = engine.before("order_refund", ORDER_7).fault
-    assert fault is not None and fault.kind == "reset"
+    assert fault is not None
+    assert fault.kind == "reset"
     assert engine.uses_match("order_refund", "order_id")
     assert not engine.uses_match("order_get", "order_id")
 
@@ -73,13 +86,18 @@ def test_star_matches_every_route() -> None:
     engine.add({"route": "*", "kind": "status", "status": 503})
     for route in ("order_refund", "creditmemo_search", "admin_token"):
         fault = engine.before(route, {}).fault
-        assert fault is not None and fault.status == 503
+        assert fault is not None
+        assert fault.status == 503
 
 
 def test_count_expires_the_fault() -> None:
     engine = FaultEngine()
     engine.add({"route": "order_get", "kind": "status", "status": 500, "count": 2})
-    assert [engine.before("order_get", {}).fault is not None for _ in range(3)] == [True, True, False]
+    assert [engine.before("order_get", {}).fault is not None for _ in range(3)] == [
+        True,
+        True,
+        False,
+    ]
     assert engine.list() == []
 
 
@@ -91,9 +109,11 @@ def test_latencies_add_up_and_the_first_other_fault_wins() -> None:
     engine.add({"route": "order_refund", "kind": "status", "status": 503})
     first = engine.before("order_refund", ORDER_7)
     assert first.latency_s == pytest.approx(0.25)
-    assert first.fault is not None and first.fault.status == 502
+    assert first.fault is not None
+    assert first.fault.status == 502
     second = engine.before("order_refund", ORDER_7)
-    assert second.fault is not None and second.fault.status == 503
+    assert second.fault is not None
+    assert second.fault.status == 503
     assert engine.before("order_get", {}).latency_s == pytest.approx(0.2)
 
 
@@ -102,7 +122,8 @@ def test_commit_then_fail_is_picked_only_after_commit() -> None:
     engine.add({"route": "order_refund", "kind": "commit_then_500", "count": 1})
     assert engine.before("order_refund", ORDER_7).fault is None
     fault = engine.after_commit("order_refund", ORDER_7)
-    assert fault is not None and fault.kind == "commit_then_500"
+    assert fault is not None
+    assert fault.kind == "commit_then_500"
     assert engine.after_commit("order_refund", ORDER_7) is None
 
 

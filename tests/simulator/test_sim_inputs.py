@@ -6,6 +6,7 @@ from typing import Any
 
 import httpx
 import pytest
+from tests.simulator.sim_support import order
 
 from refund_worker.simulator.inputs import (
     BOOL,
@@ -16,7 +17,6 @@ from refund_worker.simulator.inputs import (
     snake,
     upper_camel,
 )
-from tests.simulator.sim_support import order
 
 NOT_SUPPORTED = '"%fieldName" is not supported. Correct the field name and try again.'
 ROUTE_404 = {"message": "Request does not match any route."}
@@ -136,7 +136,10 @@ def test_path_parameter_type(client: httpx.Client) -> None:
     response = client.post("/V1/order/abc/refund", json={})
     assert (response.status_code, response.json()) == (
         400,
-        {"message": 'The "abc" value\'s type is invalid. The "int" type was expected. Verify and try again.'},  # noqa: E501
+        {
+            "message": 'The "abc" value\'s type is invalid. The "int" type was expected. '
+            "Verify and try again."
+        },
     )
 
 

@@ -6,9 +6,9 @@ from typing import Any
 
 import httpx
 import pytest
+from tests.simulator.sim_support import order, validation_error
 
 from refund_worker.simulator import SimulatorState
-from tests.simulator.sim_support import order, validation_error
 
 CANNOT = "We can't create creditmemo for the invoice."
 
@@ -18,7 +18,11 @@ def refund(client: httpx.Client, invoice_id: int, body: Any = None) -> httpx.Res
 
 
 def test_online_refund_of_an_online_invoice(client: httpx.Client) -> None:
-    body = {"isOnline": True, "items": [{"order_item_id": 1, "qty": 1}], "arguments": {"shipping_amount": 0}}
+    body = {
+        "isOnline": True,
+        "items": [{"order_item_id": 1, "qty": 1}],
+        "arguments": {"shipping_amount": 0},
+    }
     first = refund(client, 1, body)
     assert first.status_code == 200
     memo = client.get(f"/V1/creditmemo/{first.json()}").json()
@@ -57,7 +61,11 @@ def test_an_invoice_paid_offline_cannot_be_refunded(
 
 def test_the_free_method_is_accepted(client: httpx.Client, state: SimulatorState) -> None:
     made = state.add_order(
-        {"payment_method": "free", "shipped": True, "items": [{"sku": "GIFT", "qty": 1, "price": 3}]}
+        {
+            "payment_method": "free",
+            "shipped": True,
+            "items": [{"sku": "GIFT", "qty": 1, "price": 3}],
+        }
     )
     response = refund(client, made["invoice_id"], {"isOnline": True})
     assert response.status_code == 200

@@ -6,10 +6,10 @@ from typing import Any
 
 import httpx
 import pytest
+from tests.simulator.conftest import Clock
 
 from refund_worker.simulator import SimulatorState
 from refund_worker.simulator.search import Filter, SearchCriteria, apply, matches, parse
-from tests.simulator.conftest import Clock
 
 T0 = 1_750_000_000.0  # 2025-06-15 15:06:40 UTC
 
@@ -119,14 +119,19 @@ def test_the_worker_reconciliation_query(client: httpx.Client) -> None:
     response = client.get("/V1/creditmemos", params=params).json()
     [memo] = response["items"]
     assert memo["entity_id"] == 3
-    assert "items" in memo and "comments" in memo
+    assert "items" in memo
+    assert "comments" in memo
     assert response["total_count"] == 1
     assert response["search_criteria"] == {
         "filter_groups": [
             {"filters": [{"field": "order_id", "value": "2", "condition_type": "eq"}]},
             {
                 "filters": [
-                    {"field": "created_at", "value": "2025-06-15 16:00:00", "condition_type": "gteq"}
+                    {
+                        "field": "created_at",
+                        "value": "2025-06-15 16:00:00",
+                        "condition_type": "gteq",
+                    }
                 ]
             },
         ]
@@ -135,8 +140,10 @@ def test_the_worker_reconciliation_query(client: httpx.Client) -> None:
 
 @pytest.mark.usefixtures("memos")
 def test_sorting(client: httpx.Client) -> None:
-    by_total = {"searchCriteria[sortOrders][0][field]": "grand_total",
-                "searchCriteria[sortOrders][0][direction]": "DESC"}
+    by_total = {
+        "searchCriteria[sortOrders][0][field]": "grand_total",
+        "searchCriteria[sortOrders][0][direction]": "DESC",
+    }
     assert ids(client, by_total) == [3, 5, 2, 1, 4]
     two_keys = {
         "searchCriteria[sort_orders][0][field]": "created_at",
@@ -157,7 +164,11 @@ def test_paging_and_the_last_page_quirk(client: httpx.Client) -> None:
     response = client.get("/V1/creditmemos", params={**page, "searchCriteria[currentPage]": "9"})
     assert [m["entity_id"] for m in response.json()["items"]] == [5]
     assert response.json()["total_count"] == 5
-    assert response.json()["search_criteria"] == {"filter_groups": [], "page_size": 2, "current_page": 9}
+    assert response.json()["search_criteria"] == {
+        "filter_groups": [],
+        "page_size": 2,
+        "current_page": 9,
+    }
 
 
 @pytest.mark.usefixtures("memos")
@@ -167,8 +178,12 @@ def test_camel_and_snake_keys(client: httpx.Client) -> None:
         "searchCriteria[filterGroups][0][filters][0][value]": "9",
         "searchCriteria[filterGroups][0][filters][0][conditionType]": "eq",
     }
-    snake = {k.replace("searchCriteria", "search_criteria").replace("filterGroups", "filter_groups")
-             .replace("conditionType", "condition_type"): v for k, v in camel.items()}
+    snake = {
+        k.replace("searchCriteria", "search_criteria")
+        .replace("filterGroups", "filter_groups")
+        .replace("conditionType", "condition_type"): v
+        for k, v in camel.items()
+    }
     assert ids(client, camel) == ids(client, snake) == [2]
 
 

@@ -25,6 +25,7 @@ from starlette.concurrency import run_in_threadpool
 
 from refund_worker import __version__, intake
 from refund_worker.api.body import parse_json, read_body
+from refund_worker.api.coalesce import IntakeCoalescer
 from refund_worker.api.errors import ApiError, PublishFailed, install_error_handlers
 from refund_worker.api.errors import validation_errors as _validation_errors
 from refund_worker.api.health import (
@@ -51,6 +52,7 @@ from refund_worker.api.schemas import (
 )
 from refund_worker.db import Database
 from refund_worker.errors import IdempotencyConflict
+from refund_worker.intake import IntakeRejection
 from refund_worker.queries import find_refund, refund_view, to_view
 from refund_worker.replay import NotificationPublisher, RefundFilter, replay, select_refunds
 from refund_worker.schemas import RefundReceipt, RefundRequest, RefundStatus, RefundView
@@ -96,6 +98,7 @@ class ApiContext:
 
     database: Database
     publisher: NotificationPublisher
+    intake: IntakeCoalescer
     keys: KeyRing
     max_body_bytes: int
     database_check: Check
@@ -250,14 +253,18 @@ def create_refund(
         ),
     ] = None,
 ) -> JSONResponse:
-    """Validate, store under the idempotency key, then publish; the same key again is safe."""
+    """Validate, store under the idempotency key, then publish; the same key again is safe.
+
+    Concurrent requests are stored and published together (``coalesce``): one transaction and
+    one broker round trip for many requests, each answered as if it had come alone.
+    """
     request = _refund_request(parse_json(body), idempotency_key)
-    try:
-        receipt = intake.enqueue_refund(
-            request, database=api.database, publisher=api.publisher, created_by=holder.name
-        )
-    except IdempotencyConflict as exc:
-        raise ApiError(409, [_conflict(exc)], refund_id=exc.refund_id) from None
+    receipt = api.intake.enqueue(request, created_by=holder.name)
+    if isinstance(receipt, IntakeRejection):
+        error = receipt.error
+        if isinstance(error, IdempotencyConflict):
+            raise ApiError(409, [_conflict(error)], refund_id=error.refund_id)
+        raise ApiError.one(422, str(error))
     return JSONResponse(
         receipt.model_dump(mode="json"),
         status_code=200 if receipt.duplicate else 202,
@@ -505,12 +512,15 @@ def create_app(
     PING to ``settings.broker_url`` when it is Redis (other brokers show as ``unchecked``).
     """
     default_check = default_broker_check(settings.broker_url) if broker_check is None else None
+    guarded = _GuardedPublisher(publisher)
+    coalescer = IntakeCoalescer(database, guarded)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         try:
             yield
         finally:
+            await run_in_threadpool(coalescer.close)
             if isinstance(default_check, RedisPing):
                 default_check.close()
 
@@ -529,7 +539,8 @@ def create_app(
     )
     app.state.refund_api = ApiContext(
         database=database,
-        publisher=_GuardedPublisher(publisher),
+        publisher=guarded,
+        intake=coalescer,
         keys=KeyRing(settings.api_keys),
         max_body_bytes=settings.api_max_body_bytes,
         database_check=database_check(database),

@@ -735,7 +735,7 @@ class SimulatorState:
         self._stats[(route, status)] += 1
 
     def record_body(self, method: str, path: str, route: str, body: bytes) -> None:
-        """Keep a Magento request body (never called for the admin-token route: it has a password)."""
+        """Keep a Magento request body (never for the admin-token route: it holds a password)."""
         self._bodies.append((time.time(), method, path, route, body))
 
     def request_bodies(self, limit: int | None = None) -> list[dict[str, Any]]:

@@ -1,0 +1,581 @@
+"""Shared pieces of the refund-worker benchmarks: the stack, workers, timing, CPU, output.
+
+Everything runs against the machine's Redis and PostgreSQL: a Redis db of our own (flushed
+before and after, never FLUSHALL), a private PostgreSQL database per run (dropped after), and
+the simulator as its own process. Workers are real processes started through
+``bench/worker.py`` (the app of ``refund_worker.celery_app`` plus a no-op task and optional
+prototype patches), with the same arguments ``refund-worker worker`` passes.
+
+The machine is shared and noisy, so every figure is a ratio taken in the same run, and the
+scripts repeat and report medians where it matters.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import platform
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psutil
+import redis
+from rich.console import Console
+from rich.table import Table
+from sqlalchemy import create_engine, text
+
+ROOT = Path(__file__).resolve().parents[1]
+BENCH = ROOT / "bench"
+RESULTS = BENCH / "results"
+sys.path.insert(0, str(ROOT / "src"))
+
+from refund_worker.celery_app import QUEUE, create_app  # noqa: E402
+from refund_worker.db import Database, upgrade  # noqa: E402
+from refund_worker.settings import Settings  # noqa: E402
+from refund_worker.simulator.testing import SimulatorProcess, simulator_process  # noqa: E402
+from refund_worker.tasks import CeleryPublisher  # noqa: E402
+
+console = Console(width=150)
+TOKEN = "bench-token"
+PG_ADMIN = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+NOOP_TASK = "bench.noop"
+
+#: Settings of the benchmarked workers: the shipped defaults, except no shared rate limit
+#: (50 calls/s by default, which would be the only thing measured) and test-fast retries.
+WORKER_ENV = {
+    "REFUND_WORKER_MAGENTO_RATE_LIMIT": "0",
+    "REFUND_WORKER_MAGENTO_TIMEOUT": "10",
+    "REFUND_WORKER_LOG_LEVEL": "INFO",
+}
+
+
+# ---------------------------------------------------------------------------- the stack
+
+
+@dataclass
+class Stack:
+    """Redis db + private PostgreSQL database + simulator process, and the workers started."""
+
+    redis_url: str
+    database_url: str
+    simulator: SimulatorProcess
+    log_dir: Path
+    env: dict[str, str]
+    settings: Settings
+    database: Database
+    workers: list[Worker] = field(default_factory=list)
+
+    @property
+    def redis(self) -> redis.Redis:
+        return redis.Redis.from_url(self.redis_url)
+
+    def publisher(self) -> CeleryPublisher:
+        return CeleryPublisher(create_app(self.settings))
+
+    def start_worker(
+        self,
+        *,
+        pool: str = "threads",
+        concurrency: int = 32,
+        events: bool = True,
+        patches: Sequence[str] = (),
+        extra: Sequence[str] = (),
+    ) -> Worker:
+        worker = Worker.start(self, pool, concurrency, events, patches, extra)
+        self.workers.append(worker)
+        return worker
+
+    def stop_workers(self) -> None:
+        for worker in self.workers:
+            worker.stop()
+        self.workers.clear()
+
+    def reset_broker(self) -> None:
+        self.redis.flushdb()
+
+    def truncate(self) -> None:
+        with self.database.engine.begin() as connection:
+            connection.execute(
+                text("TRUNCATE refunds, magento_calls, refund_events, order_locks CASCADE")
+            )
+
+
+@contextlib.contextmanager
+def stack(redis_db: int = 7, name: str = "bench") -> Iterator[Stack]:
+    """The whole environment; everything it created is removed on exit."""
+    redis_url = f"redis://127.0.0.1:6379/{redis_db}"
+    with (
+        redis_database(redis_url),
+        private_database(name) as database_url,
+        simulator_process(seed=None, extra_args=["--token", TOKEN]) as simulator,
+        tempfile.TemporaryDirectory(prefix=f"{name}-logs-") as log_dir,
+    ):
+        env = {
+            **{k: v for k, v in os.environ.items() if not k.startswith("REFUND_WORKER_")},
+            **WORKER_ENV,
+            "REFUND_WORKER_BROKER_URL": redis_url,
+            "REFUND_WORKER_DATABASE_URL": database_url,
+            "REFUND_WORKER_MAGENTO_URL": simulator.url,
+            "REFUND_WORKER_MAGENTO_TOKEN": TOKEN,
+            "PYTHONUNBUFFERED": "1",
+            "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(BENCH)]),
+        }
+        settings = Settings(
+            **{
+                k.removeprefix("REFUND_WORKER_").lower(): v
+                for k, v in env.items()
+                if k.startswith("REFUND_WORKER_")
+            }
+        )
+        database = Database.from_url(database_url)
+        the_stack = Stack(
+            redis_url, database_url, simulator, Path(log_dir), env, settings, database
+        )
+        try:
+            yield the_stack
+        finally:
+            the_stack.stop_workers()
+            database.dispose()
+
+
+@contextlib.contextmanager
+def redis_database(url: str) -> Iterator[None]:
+    client = redis.Redis.from_url(url)
+    client.flushdb()
+    try:
+        yield
+    finally:
+        client.flushdb()
+        client.close()
+
+
+@contextlib.contextmanager
+def private_database(name: str) -> Iterator[str]:
+    """A fresh PostgreSQL database at the schema head; dropped (FORCE) on exit."""
+    db_name = f"{name}_{os.getpid()}_{uuid.uuid4().hex[:6]}"
+    admin = create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(text(f'CREATE DATABASE "{db_name}"'))
+    url = f"postgresql+psycopg://postgres@127.0.0.1:5432/{db_name}"
+    try:
+        engine = create_engine(url)
+        upgrade(engine)
+        engine.dispose()
+        yield url
+    finally:
+        with admin.connect() as connection:
+            connection.execute(text(f'DROP DATABASE IF EXISTS "{db_name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+# ---------------------------------------------------------------------------- simulator
+
+
+def create_orders(
+    simulator: SimulatorProcess, count: int, payment: str = "online", chunk: int = 1000
+) -> list[tuple[int, int, bool]]:
+    """(order id, invoice id, online) for ``count`` invoiced orders, one per refund.
+
+    ``payment`` is ``online`` (braintree: GET order + GET invoice + POST invoice refund),
+    ``offline`` (checkmo: GET order + POST order refund) or ``mixed`` (alternating).
+    """
+    made: list[tuple[int, int, bool]] = []
+    with httpx.Client(base_url=simulator.url, timeout=120) as client:
+        for start in range(0, count, chunk):
+            specs = []
+            for index in range(start, min(count, start + chunk)):
+                online = payment == "online" or (payment == "mixed" and index % 2 == 0)
+                specs.append(
+                    {
+                        "payment_method": "braintree" if online else "checkmo",
+                        "shipping": 5,
+                        "items": [{"sku": "BENCH", "qty": 1, "price": 10}],
+                    }
+                )
+            response = client.post("/_simulator/orders:batch", json={"orders": specs})
+            response.raise_for_status()
+            for spec, order in zip(specs, response.json()["orders"], strict=True):
+                made.append(
+                    (order["order_id"], order["invoice_id"], spec["payment_method"] != "checkmo")
+                )
+    return made
+
+
+def set_latency(simulator: SimulatorProcess, ms: float) -> None:
+    """Replace every fault by a fixed latency on every route (0 = none)."""
+    with httpx.Client(base_url=simulator.url, timeout=30) as client:
+        client.delete("/_simulator/faults").raise_for_status()
+        if ms:
+            client.post(
+                "/_simulator/faults", json={"route": "*", "kind": "latency", "ms": ms}
+            ).raise_for_status()
+
+
+def refund_requests(
+    orders: Sequence[tuple[int, int, bool]], run: str, notify: bool = True
+) -> list[dict[str, Any]]:
+    """One full refund per order, with the invoice id, notifying the customer."""
+    return [
+        {
+            "idempotency_key": f"{run}-{index}",
+            "order_id": order_id,
+            "invoice_id": invoice_id,
+            "notify_customer": notify,
+        }
+        for index, (order_id, invoice_id, _) in enumerate(orders)
+    ]
+
+
+def calls_in_sequence(orders: Sequence[tuple[int, int, bool]], notify: bool = True) -> float:
+    """Magento calls one refund makes one after the other (mean over the orders)."""
+    per = [(3 if online else 2) + (1 if notify else 0) for _, _, online in orders]
+    return sum(per) / len(per)
+
+
+# ---------------------------------------------------------------------------- workers
+
+
+@dataclass
+class Worker:
+    """One worker process (``bench/worker.py``), its log, and its argv."""
+
+    process: subprocess.Popen[bytes]
+    log_path: Path
+    argv: list[str]
+
+    @classmethod
+    def start(
+        cls,
+        the_stack: Stack,
+        pool: str,
+        concurrency: int,
+        events: bool,
+        patches: Sequence[str],
+        extra: Sequence[str],
+    ) -> Worker:
+        index = len(the_stack.workers)
+        log_path = the_stack.log_dir / f"worker-{index}-{time.monotonic_ns()}.log"
+        argv = [
+            sys.executable,
+            str(BENCH / "worker.py"),
+            "--pool",
+            pool,
+            "--concurrency",
+            str(concurrency),
+            "--queues",
+            QUEUE,
+            "--loglevel",
+            the_stack.env.get("REFUND_WORKER_LOG_LEVEL", "INFO"),
+            "-n",
+            f"bench{index}-{os.getpid()}@%h",
+            "--without-gossip",
+            "--without-mingle",
+            *(["-E"] if events else []),
+            *extra,
+        ]
+        env = dict(the_stack.env)
+        env["BENCH_PATCHES"] = ",".join(patches)
+        with log_path.open("wb") as log:
+            process = subprocess.Popen(
+                argv, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            )
+        worker = cls(process, log_path, argv)
+        worker.wait_ready()
+        return worker
+
+    def wait_ready(self, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"worker exited {self.process.returncode}:\n{self.log()}")
+            if " ready." in self.log():
+                return
+            time.sleep(0.1)
+        raise RuntimeError(f"worker not ready after {timeout}s:\n{self.log()}")
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def rss_mb(self) -> float:
+        """Resident memory of the worker and its children (prefork), in MiB."""
+        return sum(p.memory_info().rss for p in _tree(self.pid)) / 2**20
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait()
+
+
+def _tree(pid: int) -> list[psutil.Process]:
+    try:
+        parent = psutil.Process(pid)
+        return [parent, *parent.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return []
+
+
+# ---------------------------------------------------------------------------- CPU accounting
+
+
+def _cpu_seconds(processes: Sequence[psutil.Process]) -> dict[int, float]:
+    found = {}
+    for process in processes:
+        with contextlib.suppress(psutil.NoSuchProcess, psutil.AccessDenied):
+            times = process.cpu_times()
+            found[process.pid] = times.user + times.system
+    return found
+
+
+class CpuMeter:
+    """CPU seconds spent during a window, by role: workers, simulator, our PostgreSQL backends,
+    redis-server (shared with others), this process, and the whole machine."""
+
+    def __init__(self, the_stack: Stack) -> None:
+        self.stack = the_stack
+        self.start_wall = 0.0
+        self.start: dict[str, dict[int, float]] = {}
+        self.start_machine: Any = None
+
+    def _roles(self) -> dict[str, list[psutil.Process]]:
+        workers = [p for w in self.stack.workers for p in _tree(w.pid)]
+        return {
+            "workers": workers,
+            "simulator": _tree(self.stack.simulator.process.pid),
+            "postgres": self._backends(),
+            "redis": [p for p in psutil.process_iter(["name"]) if p.info["name"] == "redis-server"],
+            "bench": [psutil.Process()],
+        }
+
+    def _backends(self) -> list[psutil.Process]:
+        db_name = self.stack.database_url.rsplit("/", 1)[1]
+        with self.stack.database.engine.connect() as connection:
+            pids = connection.execute(
+                text("SELECT pid FROM pg_stat_activity WHERE datname = :d"), {"d": db_name}
+            ).scalars()
+            found = []
+            for pid in pids:
+                with contextlib.suppress(psutil.NoSuchProcess):
+                    found.append(psutil.Process(pid))
+            return found
+
+    def __enter__(self) -> CpuMeter:
+        self.start = {role: _cpu_seconds(ps) for role, ps in self._roles().items()}
+        self.start_machine = psutil.cpu_times()
+        self.start_wall = time.perf_counter()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.wall = time.perf_counter() - self.start_wall
+        end_machine = psutil.cpu_times()
+        self.seconds: dict[str, float] = {}
+        for role, processes in self._roles().items():
+            before = self.start.get(role, {})
+            now = _cpu_seconds(processes)
+            self.seconds[role] = sum(max(0.0, v - before.get(pid, 0.0)) for pid, v in now.items())
+        busy = _busy(end_machine) - _busy(self.start_machine)
+        self.seconds["machine"] = busy
+        ours = sum(v for k, v in self.seconds.items() if k not in ("machine", "redis"))
+        self.seconds["others"] = max(0.0, busy - ours - self.seconds["redis"])
+
+    def cores(self) -> dict[str, float]:
+        """Average cores used by each role during the window."""
+        return {role: round(seconds / self.wall, 2) for role, seconds in self.seconds.items()}
+
+
+def _busy(times: Any) -> float:
+    return float(times.user + times.nice + times.system + times.irq + times.softirq + times.steal)
+
+
+# ---------------------------------------------------------------------------- waiting
+
+
+def wait_until(
+    predicate: Callable[[], bool], timeout: float, interval: float = 0.1, what: str = ""
+) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout}s waiting for {what or predicate}")
+        time.sleep(interval)
+
+
+def queue_drained(the_stack: Stack) -> Callable[[], bool]:
+    """True once the refunds queue and Redis's unacked hash are both empty."""
+    client = the_stack.redis
+
+    def drained() -> bool:
+        pipe = client.pipeline()
+        pipe.llen(QUEUE)
+        pipe.hlen("unacked")
+        return sum(pipe.execute()) == 0
+
+    return drained
+
+
+def count_done(the_stack: Stack) -> Callable[[], tuple[int, int]]:
+    """(refunds fully done (refund settled and notification settled), failed) so far."""
+
+    def count() -> tuple[int, int]:
+        with the_stack.database.engine.connect() as connection:
+            row = connection.execute(
+                text(
+                    "SELECT count(*) FILTER (WHERE status IN ('succeeded','failed') AND "
+                    "notification_status NOT IN ('pending','sending','retrying')), "
+                    "count(*) FILTER (WHERE status = 'failed') FROM refunds"
+                )
+            ).one()
+        return int(row[0]), int(row[1])
+
+    return count
+
+
+def steady_rate(the_stack: Stack, low: float = 0.1, high: float = 0.9) -> float:
+    """Refunds/s between the ``low`` and ``high`` quantiles of completion times (no ramp, no
+    tail): ``updated_at`` is the last write, the notification's when one was sent."""
+    with the_stack.database.engine.connect() as connection:
+        stamps = sorted(
+            row[0].timestamp()
+            for row in connection.execute(text("SELECT updated_at FROM refunds"))
+        )
+    if len(stamps) < 10:
+        return float("nan")
+    first, last = stamps[int(low * len(stamps))], stamps[int(high * len(stamps)) - 1]
+    return (int(high * len(stamps)) - int(low * len(stamps)) - 1) / max(last - first, 1e-9)
+
+
+# ---------------------------------------------------------------------------- output
+
+
+def machine() -> dict[str, Any]:
+    return {
+        "python": platform.python_version(),
+        "cpus": os.cpu_count(),
+        "load_avg_at_start": [round(x, 2) for x in os.getloadavg()],
+    }
+
+
+def median(values: Sequence[float]) -> float:
+    return float(statistics.median(values)) if values else float("nan")
+
+
+def print_table(title: str, rows: Sequence[dict[str, Any]], columns: Sequence[str] = ()) -> None:
+    columns = list(columns) or list(dict.fromkeys(k for row in rows for k in row))
+    table = Table(title=title)
+    for column in columns:
+        table.add_column(column, justify="left" if column in ("what", "run", "note") else "right")
+    for row in rows:
+        table.add_row(*(_cell(row.get(column)) for column in columns))
+    console.print(table)
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return f"{value:,.3f}" if abs(value) < 10 else f"{value:,.0f}"
+    return str(value)
+
+
+def write_json(name: str, payload: dict[str, Any]) -> Path:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / f"{name}.json"
+    payload = {"command": " ".join(["python", *sys.argv]), "machine": machine(), **payload}
+    path.write_text(json.dumps(payload, indent=2, default=str) + "\n")
+    console.print(f"wrote {path.relative_to(ROOT)}")
+    return path
+
+
+# ---------------------------------------------------------------------------- measured runs
+
+
+def publish_noops(the_stack: Stack, count: int, chunk: int = 1000) -> None:
+    """``count`` no-op messages, pipelined like ``tasks._publish`` does."""
+    app = create_app(the_stack.settings)
+    with app.producer_or_acquire() as producer:
+        for start in range(0, count, chunk):
+            with producer.batch():
+                for _ in range(min(chunk, count - start)):
+                    app.send_task(NOOP_TASK, producer=producer, queue=QUEUE)
+
+
+def run_noop(the_stack: Stack, count: int, timeout: float = 600) -> dict[str, Any]:
+    """Bare no-op tasks drained per second by the running workers, and their CPU per task."""
+    drained = queue_drained(the_stack)
+    with CpuMeter(the_stack) as meter:
+        publish_noops(the_stack, count)
+        wait_until(drained, timeout, 0.02, "the no-op queue to drain")
+    return {
+        "tasks": count,
+        "seconds": round(meter.wall, 3),
+        "tasks_per_s": round(count / meter.wall, 1),
+        "worker_cpu_ms_per_task": round(1000 * meter.seconds["workers"] / count, 3),
+        "cores": meter.cores(),
+    }
+
+
+def run_refunds(
+    the_stack: Stack,
+    requests: Sequence[dict[str, Any]],
+    timeout: float = 3600,
+    on_progress: Callable[[int], None] | None = None,
+) -> dict[str, Any]:
+    """Enqueue ``requests`` (through ``intake.enqueue_refunds``) to the running workers and wait
+    until every refund and its notification is settled. Rates are per second of wall time from
+    the start of the enqueue; ``steady_per_s`` leaves out the ramp and the tail."""
+    from refund_worker.intake import enqueue_refunds, validate_request
+
+    the_stack.truncate()
+    publisher = the_stack.publisher()
+    count = count_done(the_stack)
+    with CpuMeter(the_stack) as meter:
+        results = enqueue_refunds(
+            [validate_request(r) for r in requests],
+            database=the_stack.database,
+            publisher=publisher,
+        )
+        enqueued_at = time.perf_counter() - meter.start_wall
+        done_failed = (0, 0)
+
+        def finished() -> bool:
+            nonlocal done_failed
+            done_failed = count()
+            if on_progress is not None:
+                on_progress(done_failed[0])
+            return done_failed[0] >= len(requests)
+
+        wait_until(finished, timeout, 0.1, "the refunds to settle")
+    accepted = sum(1 for r in results if not getattr(r, "duplicate", True))
+    n = len(requests)
+    return {
+        "refunds": n,
+        "accepted": accepted,
+        "failed": done_failed[1],
+        "enqueue_s": round(enqueued_at, 3),
+        "seconds": round(meter.wall, 3),
+        "refunds_per_s": round(n / meter.wall, 1),
+        "steady_per_s": round(steady_rate(the_stack), 1),
+        "cpu_ms_per_refund": {
+            role: round(1000 * seconds / n, 3) for role, seconds in meter.seconds.items()
+        },
+        "cores": meter.cores(),
+    }
