@@ -93,7 +93,7 @@ def _check_at_start(**_: Any) -> None:
         runtime.check_ready()
     except (ConfigurationError, RuntimeError) as exc:
         # Celery logs and swallows exceptions from signal handlers; SystemExit stops the worker.
-        print(f"refund-worker: cannot start: {exc}", file=sys.stderr)  # noqa: T201
+        print(f"refund-worker: cannot start: {exc}", file=sys.stderr)
         raise SystemExit(2) from exc
 
 

@@ -4,10 +4,10 @@ real socket, SQLite and PostgreSQL. Each Magento service, and each failure class
 from __future__ import annotations
 
 import pytest
-from tests.e2e.conftest import Stack
-from tests.magento_schema import body_errors
 
 from refund_worker.simulator import SimulatorState
+from tests.e2e.conftest import Stack
+from tests.magento_schema import body_errors
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from tests.magento_schema import body_errors
 
 from refund_worker.errors import InvalidRefund
 from refund_worker.routing import plan_refund
 from refund_worker.schemas import RefundRequest, Service
+from tests.magento_schema import body_errors
 
 MARKER = "refund-worker:abc"
 
