@@ -127,7 +127,7 @@ class RefundFilter:
     until: datetime | None = None  # created before
     limit: int | None = None
 
-    def statement(self) -> Select[tuple[Refund]]:
+    def statement(self) -> Select[Refund]:
         """The SELECT for this filter, newest first."""
         query = select(Refund)
         if self.ids:
@@ -276,18 +276,14 @@ def refund_stats(
     Latency percentiles are computed here over the most recent ``sample_limit`` calls in the
     window, the same on SQLite and PostgreSQL (SQLite has no percentile function).
     """
-    by_status = {
-        status: count
-        for status, count in session.execute(
-            select(Refund.status, func.count()).group_by(Refund.status)
-        )
-    }
-    notifications = {
-        status: count
-        for status, count in session.execute(
+    by_status: dict[str, int] = dict(
+        session.execute(select(Refund.status, func.count()).group_by(Refund.status)).all()
+    )
+    notifications: dict[str, int] = dict(
+        session.execute(
             select(Refund.notification_status, func.count()).group_by(Refund.notification_status)
-        )
-    }
+        ).all()
+    )
     settled = [status.value for status in SETTLED_STATUSES]
     oldest = session.execute(
         select(Refund.id, Refund.created_at)

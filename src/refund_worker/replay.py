@@ -2,7 +2,11 @@
 
 A replayed refund is marked in doubt, so its next attempt searches Magento for a credit memo
 carrying its marker before it could refund again. Succeeded and in-flight refunds are refused.
-Every replay leaves a ``replayed`` event with the operator's reason.
+Every replay leaves a ``refund_replayed`` (or ``notification_replayed``) event with who replayed,
+why, and the error it replaced.
+
+``plan_replay`` shows what a replay would do (the CLI's ``--dry-run`` and its confirmation);
+``replay`` does it, re-checking each row under compare-and-set, and publishes after commit.
 """
 
 from __future__ import annotations
@@ -101,7 +105,7 @@ def check_reason(reason: str) -> str:
         raise ValueError("a reason is required: say why these refunds are replayed")
     if len(cleaned) > MAX_REASON_LENGTH:
         raise ValueError(f"the reason is longer than {MAX_REASON_LENGTH} characters")
-    if any(ord(char) < 32 and char not in "\t\n\r" or ord(char) == 127 for char in cleaned):
+    if any((ord(char) < 32 and char not in "\t\n\r") or ord(char) == 127 for char in cleaned):
         raise ValueError("the reason contains control characters")
     return cleaned
 
@@ -124,7 +128,9 @@ def replayable_filter(refund_filter: RefundFilter, *, notifications: bool) -> Re
     return replace(refund_filter, status=refund_filter.status or RefundStatus.FAILED.value)
 
 
-def plan_replay(session: Session, refund_filter: RefundFilter, *, notifications: bool) -> ReplayPlan:
+def plan_replay(
+    session: Session, refund_filter: RefundFilter, *, notifications: bool
+) -> ReplayPlan:
     """What ``replay`` would do for the refunds matching the filter (read only)."""
     plan = ReplayPlan()
     rows = select_refunds(session, replayable_filter(refund_filter, notifications=notifications))
@@ -172,8 +178,8 @@ def replay(
             if why is not None:
                 report.refused[row.id] = why
                 continue
+            previous = row.notification_error if notifications else row.last_error
             if _requeue(session, row, now, notifications):
-                previous = row.notification_error if notifications else row.last_error
                 what = "notification" if notifications else "refund"
                 session.add(
                     RefundEvent(
