@@ -2,25 +2,14 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 
 import httpx
 import pytest
-from tests.simulator.sim_support import LIMITED_TOKEN, OAUTH, TOKEN
 
 from refund_worker.simulator import SimulatorState
 from refund_worker.simulator.testing import RunningSimulator, running_simulator
-
-
-class Clock:
-    """Real time unless frozen; tests move it by hand."""
-
-    def __init__(self) -> None:
-        self.frozen: float | None = None
-
-    def __call__(self) -> float:
-        return time.time() if self.frozen is None else self.frozen
+from tests.simulator.sim_support import LIMITED_TOKEN, OAUTH, TOKEN, Clock
 
 
 @pytest.fixture(scope="session")

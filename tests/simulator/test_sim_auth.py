@@ -9,11 +9,10 @@ from typing import Any
 import httpx
 import pytest
 from oauthlib.oauth1 import SIGNATURE_HMAC_SHA1, SIGNATURE_HMAC_SHA256, Client
-from tests.simulator.conftest import Clock
-from tests.simulator.sim_support import LIMITED_TOKEN, OAUTH, TOKEN
 
 from refund_worker.simulator import SimulatorState
 from refund_worker.simulator.testing import RunningSimulator
+from tests.simulator.sim_support import LIMITED_TOKEN, OAUTH, TOKEN, Clock
 
 NOT_AUTHORIZED = "The consumer isn't authorized to access %resources."
 

@@ -8,12 +8,12 @@ from typing import Any
 
 import httpx
 import pytest
-from tests.simulator.sim_support import order
 
 from refund_worker.simulator import SimulatorState
 from refund_worker.simulator.orderspec import SpecError
 from refund_worker.simulator.search import parse
 from refund_worker.simulator.seeds import SeedError
+from tests.simulator.sim_support import order
 
 SPEC = {
     "payment_method": "braintree",

@@ -6,9 +6,9 @@ from typing import Any
 
 import httpx
 import pytest
-from tests.simulator.sim_support import order
 
 from refund_worker.simulator import SimulatorState
+from tests.simulator.sim_support import order
 
 
 def document(**overrides: Any) -> dict[str, Any]:

@@ -6,7 +6,6 @@ from typing import Any
 
 import httpx
 import pytest
-from tests.simulator.sim_support import order
 
 from refund_worker.simulator.inputs import (
     BOOL,
@@ -17,6 +16,7 @@ from refund_worker.simulator.inputs import (
     snake,
     upper_camel,
 )
+from tests.simulator.sim_support import order
 
 NOT_SUPPORTED = '"%fieldName" is not supported. Correct the field name and try again.'
 ROUTE_404 = {"message": "Request does not match any route."}

@@ -6,9 +6,9 @@ from typing import Any
 
 import httpx
 import pytest
-from tests.simulator.sim_support import order, validation_error
 
 from refund_worker.simulator import SimulatorState
+from tests.simulator.sim_support import order, validation_error
 
 CANNOT = "We can't create creditmemo for the invoice."
 

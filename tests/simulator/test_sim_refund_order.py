@@ -6,9 +6,9 @@ from typing import Any
 
 import httpx
 import pytest
-from tests.simulator.sim_support import order, validation_error
 
 from refund_worker.simulator import SimulatorState
+from tests.simulator.sim_support import order, validation_error
 
 
 def refund(client: httpx.Client, order_id: int | str, body: Any = None) -> httpx.Response:

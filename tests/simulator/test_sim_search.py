@@ -6,10 +6,10 @@ from typing import Any
 
 import httpx
 import pytest
-from tests.simulator.conftest import Clock
 
 from refund_worker.simulator import SimulatorState
 from refund_worker.simulator.search import Filter, SearchCriteria, apply, matches, parse
+from tests.simulator.sim_support import Clock
 
 T0 = 1_750_000_000.0  # 2025-06-15 15:06:40 UTC
 

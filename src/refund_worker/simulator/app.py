@@ -105,8 +105,8 @@ class SimulatorHandler:
                 return
             route, params = match
             route_name = route.name
-            if body and route.resource is not None:
-                state.record_body(method, path, route.name, body)
+            if body and route.takes_body and route.resource is not None:
+                state.record_body(method, path, route.name, body)  # not admin_token: a password
             ids = self._fault_ids(route, params, body) if state.faults else {}
             decision = state.faults.before(route.name, ids) if state.faults else None
             if decision is not None and decision.latency_s > 0:

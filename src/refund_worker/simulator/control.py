@@ -10,7 +10,7 @@ GET      /_simulator/orders/{id}          the order as ``GET /V1/orders/{id}`` s
 GET      /_simulator/creditmemos          every credit memo, with order id, items, comments
 GET      /_simulator/emails               the outbox
 GET      /_simulator/requests?limit=N     request log: method, path, route, status, duration
-GET      /_simulator/bodies?limit=N       bodies the Magento routes received (not admin-token)
+GET      /_simulator/bodies?limit=N       bodies of refund/credit memo/comment POSTs received
 POST     /_simulator/reset                back to the seed (body ``{"seed": ...}`` optional)
 POST     /_simulator/faults               add a fault (``faults``), or ``{"faults": [...]}``
 GET      /_simulator/faults               active faults

@@ -16,6 +16,7 @@ Pure: no I/O, no state.
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from collections.abc import Mapping
@@ -43,7 +44,9 @@ class ObjectOf:
     php_type: str
     fields: Mapping[str, FieldType] = field(default_factory=dict)
 
+    @functools.cached_property
     def by_getter(self) -> dict[str, str]:
+        """UpperCamelCase getter name -> field name."""
         return {upper_camel(name): name for name in self.fields}
 
 
@@ -55,11 +58,13 @@ class ArrayOf:
 FieldType = str | ObjectOf | ArrayOf
 
 
+@functools.lru_cache(maxsize=4096)
 def upper_camel(name: str) -> str:
     """PHP's ``str_replace('_', '', ucwords($name, '_'))``."""
     return "".join(part[:1].upper() + part[1:] for part in name.split("_"))
 
 
+@functools.lru_cache(maxsize=1024)
 def snake(name: str) -> str:
     """camelCase -> snake_case, as Magento maps top-level parameter names."""
     return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
@@ -168,7 +173,7 @@ def _php_gettype(value: Any) -> str:
 
 def convert_object(value: Mapping[str, Any], spec: ObjectOf) -> dict[str, Any]:
     """Convert a nested data object; unknown keys and bad scalars raise ``MagentoError``."""
-    getters = spec.by_getter()
+    getters = spec.by_getter
     out: dict[str, Any] = {}
     for key, raw in value.items():
         name = getters.get(upper_camel(key))

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
-import math
-
 _SYMBOLS = {"USD": "$", "EUR": "€", "GBP": "£", "JPY": "¥", "CAD": "CA$", "AUD": "A$"}
 
 
 def round_price(amount: float) -> float:
-    """PriceCurrency::round: two decimals, half away from zero (like PHP's round)."""
-    scaled = abs(amount) * 100.0
-    rounded = math.floor(scaled + 0.5 + 1e-7) / 100.0
-    return -rounded if amount < 0 else rounded
+    """PriceCurrency::round: two decimals, half away from zero (like PHP's round).
+
+    The nudge makes binary halves such as 2.675 (really 2.67499...) round up, as PHP's
+    pre-rounding does.
+    """
+    if amount >= 0:
+        return round(amount + 1e-9, 2)
+    return -round(1e-9 - amount, 2)
 
 
 def php_number(amount: float) -> str:

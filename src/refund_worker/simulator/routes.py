@@ -52,6 +52,7 @@ class Route:
     parts: tuple[str, ...]
     resource: str | None
     handler: Handler
+    takes_body: bool = False  # the operation has a body parameter in the schema
 
     @property
     def param_count(self) -> int:
@@ -131,8 +132,15 @@ def admin_token(state: SimulatorState, call: Call) -> Any:
     return state.auth.issue_admin_token(params["username"], params["password"])
 
 
+_BODY_ROUTES = frozenset(
+    {"invoice_refund", "order_refund", "creditmemo_refund", "creditmemo_save",
+     "creditmemo_comment_add", "admin_token"}
+)  # fmt: skip
+
+
 def _route(name: str, method: str, path: str, resource: str | None, handler: Handler) -> Route:
-    return Route(name, method, tuple(path.strip("/").split("/")), resource, handler)
+    parts = tuple(path.strip("/").split("/"))
+    return Route(name, method, parts, resource, handler, name in _BODY_ROUTES)
 
 
 ROUTES: tuple[Route, ...] = (

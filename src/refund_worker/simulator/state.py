@@ -95,6 +95,7 @@ class SimulatorState:
         self.in_flight = 0
         self.max_in_flight = 0
         self._lock = threading.RLock()
+        self._now_cache: tuple[int, str] = (-1, "")
         self._clear()
         self._load_seed(seed)
 
@@ -150,7 +151,12 @@ class SimulatorState:
 
     def now(self) -> str:
         """Magento's UTC ``YYYY-MM-DD HH:MM:SS``."""
-        return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(self.clock()))
+        second = int(self.clock())
+        cached = self._now_cache
+        if cached[0] != second:
+            text = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(second))
+            cached = self._now_cache = (second, text)
+        return cached[1]
 
     @contextmanager
     def _order_lock(self, order_id: int) -> Iterator[None]:
@@ -739,7 +745,10 @@ class SimulatorState:
         self._bodies.append((time.time(), method, path, route, body))
 
     def request_bodies(self, limit: int | None = None) -> list[dict[str, Any]]:
-        """The bodies Magento routes received (JSON-decoded when possible), oldest first.
+        """The bodies the refund and credit-memo routes received (JSON-decoded when possible).
+
+        Only routes whose operation takes a body (refunds, credit memo save, comment save);
+        never the admin-token route. Oldest first.
 
         Each entry: ``{"route", "method", "path", "body"}``; ``route`` is the fault/stats route
         name (``order_refund``, ``invoice_refund``, ``creditmemo_refund``, ...).
