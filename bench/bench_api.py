@@ -101,7 +101,7 @@ def _start_server(port: int, workers: int, keys_json: str) -> subprocess.Popen[b
     command = [
         sys.executable, "-m", "uvicorn", "refund_worker.api.server:app_from_environment",
         "--factory", "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers),
-        "--no-access-log", "--log-level", "warning", "--no-server-header",
+        "--no-access-log", "--log-level", "warning", "--no-server-header", "--no-proxy-headers",
     ]
     server = subprocess.Popen(command, env=env)
     deadline = time.monotonic() + 30
@@ -116,6 +116,23 @@ def _start_server(port: int, workers: int, keys_json: str) -> subprocess.Popen[b
         time.sleep(0.2)
     server.terminate()
     raise RuntimeError("the API did not become healthy in 30 s")
+
+
+def _cpu_seconds(root: int) -> float:
+    """User + system CPU of ``root`` and all its descendants so far (Linux ``/proc``)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    pending = [root]
+    while pending:
+        pid = pending.pop()
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / ticks
+            for task in Path(f"/proc/{pid}/task").iterdir():
+                pending.extend(int(child) for child in (task / "children").read_text().split())
+        except (FileNotFoundError, ProcessLookupError, IndexError):
+            continue
+    return total
 
 
 # -- the load (runs in another process) ------------------------------------------------------
@@ -245,6 +262,7 @@ def main() -> int:
     parser.add_argument("--warmup", type=float, default=3.0)
     args = parser.parse_args()
 
+    load_before = os.getloadavg()
     token, digest = generate_api_key()
     keys_json = json.dumps([{"name": "bench", "role": "producer", "sha256": digest}])
     broker = redis.Redis.from_url(REDIS_URL)
@@ -262,8 +280,13 @@ def main() -> int:
             ]:
                 _truncate()
                 broker.flushdb()
+                cpu_before = _cpu_seconds(server.pid)
                 load = _run(pool, port, token, connections, args.duration, batch, name[:5])
+                cpu_used = _cpu_seconds(server.pid) - cpu_before
                 row = _row(name, load, batch)
+                row["api_cpu_ms_per_refund"] = round(
+                    1000 * cpu_used / max(load.accepted_refunds, 1), 3
+                )
                 row["connections"] = connections
                 row["stored"] = _stored()
                 row["messages_in_refunds_list"] = int(broker.llen("refunds"))
@@ -276,12 +299,13 @@ def main() -> int:
         _drop_database()
 
     header = f"{'scenario':<14}{'refunds/s':>11}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}"
-    print(header + f"{'accepted':>10}{'stored':>8}{'queued':>8}  errors")
+    print(header + f"{'API CPU ms/refund':>19}{'accepted':>10}{'stored':>8}{'queued':>8}  errors")
     for row in rows:
         print(
             f"{row['scenario']:<14}{row['refunds_per_second']:>11.0f}"
             f"{row['requests_per_second']:>9.0f}{row['latency_ms_p50']:>9.1f}"
-            f"{row['latency_ms_p99']:>9.1f}{row['accepted_refunds']:>10}{row['stored']:>8}"
+            f"{row['latency_ms_p99']:>9.1f}{row['api_cpu_ms_per_refund']:>19.3f}"
+            f"{row['accepted_refunds']:>10}{row['stored']:>8}"
             f"{row['messages_in_refunds_list']:>8}  {row['errors'] or '-'}"
         )
     report = {
@@ -292,6 +316,8 @@ def main() -> int:
         "uvicorn_workers": args.workers,
         "duration_seconds": args.duration,
         "machine": {
+            "load_average_before": [round(value, 2) for value in load_before],
+            "load_average_after": [round(value, 2) for value in os.getloadavg()],
             "cpus": os.cpu_count(),
             "python": platform.python_version(),
             "platform": platform.platform(),

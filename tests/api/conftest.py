@@ -7,12 +7,12 @@ from contextlib import ExitStack
 from typing import Any
 
 import pytest
-from tests.api.support import Api, Keys, RecordingPublisher, StartApi, make_settings, serving
 
 from refund_worker.api import create_app, generate_api_key
 from refund_worker.db import Database
 from refund_worker.replay import NotificationPublisher
 from refund_worker.settings import ApiKey
+from tests.api.support import Api, Keys, RecordingPublisher, StartApi, make_settings, serving
 
 
 @pytest.fixture(scope="session")

@@ -8,11 +8,11 @@ import logging
 
 import pytest
 from click.testing import CliRunner
-from tests.api.support import Api, refund
 
 from refund_worker.api.cli import api_key_command
 from refund_worker.api.keys import KeyRing, generate_api_key, key_digest
 from refund_worker.settings import ApiKey
+from tests.api.support import Api, refund
 
 
 @pytest.mark.parametrize(

@@ -5,9 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from tests.api.support import Api, refund
 
 from refund_worker import intake
+from tests.api.support import Api, refund
 
 
 def test_mixed_batch_answers_each_element_in_order(api: Api) -> None:

@@ -7,10 +7,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from tests.api.support import StartApi
 
 import refund_worker.api.app as api_app
 from refund_worker.db import Database
+from tests.api.support import StartApi
 
 
 def test_everything_up_is_200(start_api: StartApi) -> None:

@@ -8,9 +8,9 @@ from collections.abc import Iterator
 from urllib.parse import urlsplit
 
 import pytest
-from tests.api.support import Api, refund
 
 from refund_worker.schemas import RefundRequest
+from tests.api.support import Api, refund
 
 MIB = 1024 * 1024
 
@@ -91,6 +91,15 @@ def test_422_lists_every_field_error_and_stores_nothing(api: Api) -> None:
     assert all(error["message"] for error in response.json()["detail"])
     assert api.stored() == 0
     assert api.publisher.refunds == []
+
+
+def test_an_unknown_field_is_named_but_not_echoed_whole(api: Api) -> None:
+    response = api.producer.post("/v1/refunds", json=refund("long", **{"x" * 5000: 1}))
+
+    assert response.status_code == 422
+    assert response.json()["detail"] == [
+        {"field": "x" * 64 + "...", "message": "Extra inputs are not permitted"}
+    ]
 
 
 def test_a_rule_across_fields_names_its_field(api: Api) -> None:

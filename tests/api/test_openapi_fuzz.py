@@ -21,10 +21,10 @@ from schemathesis.checks import (
     response_schema_conformance,
     status_code_conformance,
 )
-from tests.api.support import Api, Keys, RecordingPublisher, make_settings
 
 from refund_worker.api import create_app
 from refund_worker.db import Database
+from tests.api.support import Api, Keys, RecordingPublisher, make_settings
 
 
 def _document() -> dict[str, Any]:

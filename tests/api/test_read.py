@@ -6,9 +6,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from sqlalchemy import update
-from tests.api.support import Api, refund
 
 from refund_worker.models import MagentoCall, Refund
+from tests.api.support import Api, refund
 
 
 def test_one_refund_by_id_or_key_with_its_magento_calls(api: Api) -> None:

@@ -6,9 +6,9 @@ from typing import Any
 
 import pytest
 from sqlalchemy import select, update
-from tests.api.support import Api, refund
 
 from refund_worker.models import Refund, RefundEvent
+from tests.api.support import Api, refund
 
 
 def _accepted(api: Api, key: str, **state: Any) -> str:

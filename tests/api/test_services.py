@@ -7,12 +7,12 @@ from collections.abc import Iterator
 
 import pytest
 import redis
-from tests.api.support import Keys, StartApi, make_settings, refund
 
 from refund_worker.celery_app import PROCESS_TASK, QUEUE
 from refund_worker.celery_app import create_app as create_celery_app
 from refund_worker.db import Database, upgrade
 from refund_worker.tasks import CeleryPublisher
+from tests.api.support import Keys, StartApi, make_settings, refund
 
 
 @pytest.fixture

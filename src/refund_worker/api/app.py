@@ -1,9 +1,14 @@
 """The ASGI app: HTTP intake for order systems that are not written in Python.
 
 It is a thin adapter over ``intake`` (the same validation and idempotency as ``enqueue_refund``),
-``queries`` and ``replay``. Handlers that touch the database are plain ``def`` functions, which
-FastAPI runs in its thread pool, because the intake is synchronous SQLAlchemy; what must not block
-(reading the body with its size limit, the API key check, health checks) is ``async``.
+``queries`` and ``replay``. Sync or async, deliberately:
+
+* the intake and queries are synchronous SQLAlchemy, so they never run on the event loop: reads
+  are plain ``def`` handlers (FastAPI runs them in its thread pool);
+* handlers that take a body are ``async``: they check the key, then read the body on the loop
+  with the size limit (before any parsing), then hand the blocking work to the thread pool
+  (batch, replay) or to the intake coalescer's threads (single refunds, see ``coalesce``);
+* the key check and ``/healthz`` (which waits on its checks in the thread pool) are ``async``.
 """
 
 from __future__ import annotations
@@ -61,6 +66,8 @@ from refund_worker.settings import ApiKey, Settings
 log = logging.getLogger(__name__)
 
 _MAX_ENTITY_ID = 2**31 - 1
+#: Bodies up to this size are parsed and validated on the event loop.
+INLINE_PARSE_BYTES = 16 * 1024
 _MAX_KEY_LENGTH = 255
 
 # -- wiring ------------------------------------------------------------------------------------
@@ -155,12 +162,6 @@ Caller = Annotated[ApiKey, Depends(authenticated)]
 Operator = Annotated[ApiKey, Depends(operator)]
 
 
-async def limited_body(request: Request) -> bytes:
-    """The request body, read with the size limit (a dependency, after authentication)."""
-    return await read_body(request, _context(request).max_body_bytes)
-
-
-Body = Annotated[bytes, Depends(limited_body)]
 
 # -- documentation -----------------------------------------------------------------------------
 
@@ -241,10 +242,9 @@ def _conflict(exc: IdempotencyConflict) -> FieldError:
         _REFUND_REF, "The refund request; its key may come in the Idempotency-Key header instead"
     ),
 )
-def create_refund(
+async def create_refund(
+    http_request: Request,
     holder: Caller,
-    body: Body,
-    api: Context,
     idempotency_key: Annotated[
         str | None,
         Header(
@@ -255,11 +255,20 @@ def create_refund(
 ) -> JSONResponse:
     """Validate, store under the idempotency key, then publish; the same key again is safe.
 
-    Concurrent requests are stored and published together (``coalesce``): one transaction and
-    one broker round trip for many requests, each answered as if it had come alone.
+    Async on purpose: the blocking intake runs on the coalescer's threads (``coalesce``), which
+    store and publish concurrent requests together, each answered as if it had come alone; this
+    handler only awaits its turn. A small body is parsed here (well under a millisecond), a large
+    one in the thread pool so the event loop is never held up.
     """
-    request = _refund_request(parse_json(body), idempotency_key)
-    receipt = api.intake.enqueue(request, created_by=holder.name)
+    api = _context(http_request)
+    body = await read_body(http_request, api.max_body_bytes)
+    if len(body) <= INLINE_PARSE_BYTES:
+        request = _refund_request(parse_json(body), idempotency_key)
+    else:
+        request = await run_in_threadpool(
+            lambda: _refund_request(parse_json(body), idempotency_key)
+        )
+    receipt = await asyncio.wrap_future(api.intake.submit(request, created_by=holder.name))
     if isinstance(receipt, IntakeRejection):
         error = receipt.error
         if isinstance(error, IdempotencyConflict):
@@ -282,8 +291,14 @@ def create_refund(
         "Refund requests, each with its own idempotency_key",
     ),
 )
-def create_refunds(holder: Caller, body: Body, api: Context) -> JSONResponse:
+async def create_refunds(http_request: Request, holder: Caller) -> JSONResponse:
     """Each element is validated and accepted on its own; valid ones go in through one intake."""
+    api = _context(http_request)
+    body = await read_body(http_request, api.max_body_bytes)
+    return await run_in_threadpool(_accept_batch, api, holder, body)
+
+
+def _accept_batch(api: ApiContext, holder: ApiKey, body: bytes) -> JSONResponse:
     document = parse_json(body)
     if not isinstance(document, list):
         raise ApiError.one(422, "the body must be a JSON array of refund requests")
@@ -410,8 +425,16 @@ def get_refund(_holder: Caller, api: Context, id_or_key: str) -> JSONResponse:
         {"$ref": "#/components/schemas/ReplayRequest"}, "Why, and whether to replay the email"
     ),
 )
-def replay_refund(holder: Operator, body: Body, api: Context, id_or_key: str) -> JSONResponse:
+async def replay_refund(
+    http_request: Request, holder: Operator, id_or_key: str
+) -> JSONResponse:
     """Re-queue a failed refund; the next attempt first looks in Magento for its credit memo."""
+    api = _context(http_request)
+    body = await read_body(http_request, api.max_body_bytes)
+    return await run_in_threadpool(_replay, api, holder, id_or_key, body)
+
+
+def _replay(api: ApiContext, holder: ApiKey, id_or_key: str, body: bytes) -> JSONResponse:
     document = parse_json(body)
     if not isinstance(document, dict):
         raise ApiError.one(422, 'the body must be a JSON object: {"reason": "..."}')

@@ -2,10 +2,11 @@
 
 One ``enqueue_refund`` costs two transactions and a broker round trip, almost all of it fixed
 overhead; under load that caps a process at a few hundred requests a second. Here each handler
-thread hands its validated request to a queue and waits; flusher threads take whatever has queued
-up (at least one, at most ``max_group``) and pass it to ``intake.enqueue_refunds`` at once, per
-key holder (``created_by``). Nothing waits for company: an idle server flushes a lone request at
-once, and groups grow only while a flush is already running.
+hands its validated request to a queue and awaits a future; flusher threads take whatever has
+queued up (at least one, at most ``max_group``) and pass it to ``intake.enqueue_refunds`` at once,
+per key holder (``created_by``). Nothing waits for company: an idle server flushes a lone request
+at once, and groups grow only while a flush is already running. A request whose client went away
+before its group was taken (its future cancelled) is dropped unstored.
 
 Each request gets exactly what ``enqueue_refund`` would have answered: its receipt, or its
 conflict. A failure of the shared call (database or broker unavailable) is every member's failure,
@@ -60,12 +61,16 @@ class IntakeCoalescer:
         self._lock = threading.Lock()
         self._closed = False
 
-    def enqueue(self, request: RefundRequest, *, created_by: str | None) -> Outcome:
-        """What ``enqueue_refunds([request])`` answers; raises what it raises."""
+    def submit(self, request: RefundRequest, *, created_by: str | None) -> Future[Outcome]:
+        """A future of what ``enqueue_refunds([request])`` answers (or raises)."""
         self._start()
         pending = _Pending(request, created_by, Future())
         self._queue.put(pending)
-        return pending.outcome.result()
+        return pending.outcome
+
+    def enqueue(self, request: RefundRequest, *, created_by: str | None) -> Outcome:
+        """What ``enqueue_refunds([request])`` answers; raises what it raises (blocking)."""
+        return self.submit(request, created_by=created_by).result()
 
     def close(self) -> None:
         """Finish what is queued, then stop the flusher threads."""
@@ -114,7 +119,8 @@ class IntakeCoalescer:
     def _flush(self, group: list[_Pending]) -> None:
         by_holder: dict[str | None, list[_Pending]] = defaultdict(list)
         for pending in group:
-            by_holder[pending.created_by].append(pending)
+            if pending.outcome.set_running_or_notify_cancel():  # False: cancelled, dropped
+                by_holder[pending.created_by].append(pending)
         for created_by, members in by_holder.items():
             try:
                 outcomes = intake.enqueue_refunds(

@@ -26,6 +26,8 @@ log = logging.getLogger(__name__)
 
 #: Seconds a client should wait before retrying a 503.
 RETRY_AFTER_SECONDS = 5
+#: An unknown field's name is echoed cut to this many characters (it may be a megabyte long).
+MAX_FIELD_NAME = 64
 
 _VALUE_ERROR = re.compile(
     r"^(?:Value error, )?(?P<field>[a-z_][a-z0-9_./]*): (?P<message>.+)$", re.S
@@ -75,7 +77,7 @@ def field_errors(
     """
     found: list[FieldError] = []
     for error in errors:
-        location = ".".join(str(part) for part in error["loc"][skip_location_parts:])
+        location = ".".join(_shown(part) for part in error["loc"][skip_location_parts:])
         message = error["msg"]
         if not location:
             matched = _VALUE_ERROR.match(message)
@@ -85,6 +87,11 @@ def field_errors(
                 message = message.removeprefix("Value error, ")
         found.append(FieldError(field=location or None, message=message))
     return found
+
+
+def _shown(part: str | int) -> str:
+    text = str(part)
+    return text if len(text) <= MAX_FIELD_NAME else text[:MAX_FIELD_NAME] + "..."
 
 
 def validation_errors(exc: ValidationError) -> list[FieldError]:
