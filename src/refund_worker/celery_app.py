@@ -5,8 +5,12 @@ Redis delivers at least once. Every setting here serves the two promises:
 * ``task_acks_late`` + ``task_reject_on_worker_lost``: a message is acknowledged only after its
   task ran, so a killed worker's refund is delivered again (and then reconciled, not repeated);
 * the visibility timeout is set for the broker and the result backend alike, and start-up checks
-  it exceeds the longest retry countdown plus the lease (else Redis would redeliver a message that
-  is only waiting for its countdown);
+  it exceeds the longest retry countdown (``Settings.longest_countdown``; every countdown is capped
+  at it) plus the lease (else Redis would redeliver a message that is only waiting for its
+  countdown);
+* the sweeper has a queue of its own that every worker consumes whatever its ``-Q``: in the
+  refunds queue it would wait behind the backlog (and expire there) exactly when a Redis restart
+  or a crash makes it needed;
 * task events are on so Flower sees every task; results are not stored (the database is the
   source of truth, and a result backend would only duplicate it).
 """
@@ -17,12 +21,13 @@ import sys
 from typing import Any
 
 from celery import Celery
-from celery.signals import worker_init, worker_process_init
+from celery.signals import celeryd_after_setup, worker_init, worker_process_init
 
 from refund_worker.errors import ConfigurationError
 from refund_worker.settings import Settings, get_settings
 
 QUEUE = "refunds"
+SWEEP_QUEUE = "refunds.sweep"
 PROCESS_TASK = "refunds.process"
 NOTIFY_TASK = "refunds.notify"
 SWEEP_TASK = "refunds.sweep"
@@ -43,6 +48,7 @@ def configure(app: Celery, settings: Settings) -> None:
         task_reject_on_worker_lost=True,
         task_acks_on_failure_or_timeout=True,
         task_default_queue=QUEUE,
+        task_routes={SWEEP_TASK: {"queue": SWEEP_QUEUE}},
         task_track_started=False,
         worker_prefetch_multiplier=4,
         worker_send_task_events=True,
@@ -53,21 +59,25 @@ def configure(app: Celery, settings: Settings) -> None:
             "sweep-stranded-refunds": {
                 "task": SWEEP_TASK,
                 "schedule": settings.sweep_interval_seconds,
-                "options": {"expires": settings.sweep_interval_seconds},
+                "options": {"expires": settings.sweep_interval_seconds, "queue": SWEEP_QUEUE},
             }
         },
     )
 
 
 def check_visibility_timeout(app: Celery, settings: Settings) -> None:
-    """Refuse to start when the effective visibility timeouts are shorter than retries need."""
-    needed = settings.retry_backoff_max + settings.lease_seconds
+    """Refuse to start when the effective visibility timeouts are shorter than retries need.
+
+    A message waiting for its countdown (at most ``settings.longest_countdown``) or held by a
+    task that runs for up to a lease must not be handed to a second worker by Redis meanwhile.
+    """
+    needed = settings.longest_countdown + settings.lease_seconds
     for name in ("broker_transport_options", "result_backend_transport_options"):
         value = (app.conf.get(name) or {}).get("visibility_timeout")
         if value is None or float(value) <= needed:
             raise RuntimeError(
-                f"{name}['visibility_timeout'] is {value}; it must exceed "
-                f"retry_backoff_max + lease_seconds = {needed:g}"
+                f"{name}['visibility_timeout'] is {value}; it must exceed the longest retry "
+                f"countdown + lease_seconds = {needed:g}"
             )
 
 
@@ -95,6 +105,12 @@ def _check_at_start(**_: Any) -> None:
         # Celery logs and swallows exceptions from signal handlers; SystemExit stops the worker.
         print(f"refund-worker: cannot start: {exc}", file=sys.stderr)
         raise SystemExit(2) from exc
+
+
+@celeryd_after_setup.connect
+def _consume_sweeps(instance: Any, **_: Any) -> None:
+    """Every worker consumes the sweeper's queue too, whatever queues it was told to consume."""
+    instance.app.amqp.queues.select_add(SWEEP_QUEUE)
 
 
 @worker_process_init.connect

@@ -8,6 +8,7 @@ sweeper publishes them.
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -24,6 +25,10 @@ from refund_worker.schemas import NotificationStatus, RefundReceipt, RefundReque
 
 #: Rows per INSERT / SELECT ... IN batch.
 BATCH_SIZE = 500
+#: The largest JSON request accepted (1 MiB); a valid request is a few kilobytes at most.
+MAX_REQUEST_BYTES = 1024 * 1024
+#: Longer (unknown) field names are cut in error messages.
+MAX_FIELD_NAME = 64
 
 
 class Publisher(Protocol):
@@ -41,9 +46,19 @@ class IntakeRejection:
 
 
 def validate_request(data: RefundRequest | Mapping[str, Any] | str | bytes) -> RefundRequest:
-    """A ``RefundRequest`` from a model, a mapping or JSON; ``InvalidRefund`` names each field."""
+    """A ``RefundRequest`` from a model, a mapping or JSON; ``InvalidRefund`` names each field.
+
+    JSON text over ``MAX_REQUEST_BYTES`` is refused before it is parsed.
+    """
     if isinstance(data, RefundRequest):
         return data
+    if isinstance(data, str | bytes):
+        size = len(data.encode("utf-8", "surrogatepass") if isinstance(data, str) else data)
+        if size > MAX_REQUEST_BYTES:
+            raise InvalidRefund(
+                f"request: {size} bytes is larger than the {MAX_REQUEST_BYTES} bytes (1 MiB) "
+                "a refund request may have"
+            )
     try:
         if isinstance(data, str | bytes):
             return RefundRequest.model_validate_json(data)
@@ -56,13 +71,22 @@ def describe_validation_error(exc: ValidationError) -> str:
     """One line per problem: ``field: reason``."""
     parts = []
     for error in exc.errors(include_url=False):
-        location = ".".join(str(part) for part in error["loc"]) or "request"
+        location = ".".join(_field_name(part) for part in error["loc"]) or "request"
         message = error["msg"]
         if error["type"] == "json_invalid":
             location = "request"
             message = f"malformed JSON: {error.get('ctx', {}).get('error', message)}"
         parts.append(f"{location}: {message}")
     return "; ".join(parts)
+
+
+def _field_name(part: str | int) -> str:
+    """A field name as it can be shown: an unknown key may be huge or hold control characters."""
+    text = str(part)
+    shortened = text[:MAX_FIELD_NAME] + ("..." if len(text) > MAX_FIELD_NAME else "")
+    if shortened.isprintable() and " " not in shortened:
+        return shortened
+    return json.dumps(shortened)  # quoted, every control character escaped
 
 
 def enqueue_refund(

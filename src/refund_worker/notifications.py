@@ -1,9 +1,12 @@
 """The customer's credit-memo email, sent as its own step; its failure never fails a refund.
 
 ``POST /V1/creditmemo/{id}/emails`` is not idempotent (every call sends another email), so the
-email is claimed with a lease like a refund, and any attempt after the first asks Magento whether
-the credit memo's ``email_sent`` flag is already set before sending again. An email goes out at
-most once per refund unless an operator asks again (``replay --notifications``).
+email is claimed with a lease like a refund, the lease is renewed (fenced by the row's version)
+right before the send, and any attempt after the first asks Magento whether the credit memo's
+``email_sent`` flag is already set before sending again. An email goes out at most once per
+refund unless an operator asks again (``replay --notifications``). Past
+``notification_max_attempts`` with the outcome unknown, attempts only read that flag: the email
+is failed only once Magento has said it was not sent.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import json
 import logging
 import random
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -29,6 +33,16 @@ from refund_worker.settings import Settings
 log = logging.getLogger(__name__)
 
 _SENDABLE = frozenset({NotificationStatus.PENDING, NotificationStatus.RETRYING})
+
+
+@dataclass(frozen=True)
+class _EmailClaim:
+    refund_id: str
+    creditmemo_id: int
+    store: str | None
+    attempt: int
+    version: int  # the row's version after the claim: every later write is fenced by it
+    last_error: str | None
 
 
 class NotificationService:
@@ -53,76 +67,83 @@ class NotificationService:
 
     def send(self, refund_id: str) -> AttemptResult:
         """Claim the email, check it was not sent already, send it, record the outcome."""
-        claimed = self._claim(refund_id)
-        if isinstance(claimed, AttemptResult):
-            return claimed
-        creditmemo_id, store, attempt, version = claimed
+        claim = self._claim(refund_id)
+        if isinstance(claim, AttemptResult):
+            return claim
         calls: list[CallRecord] = []
         client = self.client_factory(calls.append)
+        checked = False
         try:
-            if attempt > 1:
+            if claim.attempt > 1:
                 self.limiter.acquire()
-                creditmemo = client.get_creditmemo(creditmemo_id, store_code=store)
+                creditmemo = client.get_creditmemo(claim.creditmemo_id, store_code=claim.store)
+                checked = True
                 if _truthy(creditmemo.get("email_sent")):
                     return self._record(
-                        refund_id,
-                        version,
+                        claim,
                         calls,
-                        attempt,
                         status=NotificationStatus.SENT,
                         error=None,
                         detail="already sent by an earlier attempt",
                     )
+                if claim.attempt > self.settings.notification_max_attempts:
+                    return self._record(
+                        claim,
+                        calls,
+                        status=NotificationStatus.FAILED,
+                        error=f"gave up after {claim.attempt - 1} attempts; Magento shows the "
+                        f"email was not sent; last error: {claim.last_error}",
+                    )
             self.limiter.acquire()
-            sent = client.send_creditmemo_email(creditmemo_id, store_code=store)
+            if not self._renew_lease(claim):
+                log.warning("refund %s: notification lease lost; not sending", refund_id)
+                return AttemptResult(refund_id, NotificationStatus.SENDING, "lease lost; not sent")
+            sent = client.send_creditmemo_email(claim.creditmemo_id, store_code=claim.store)
         except PermanentError as exc:
-            return self._record(
-                refund_id,
-                version,
-                calls,
-                attempt,
-                status=NotificationStatus.FAILED,
-                error=exc.message,
-            )
+            return self._record(claim, calls, status=NotificationStatus.FAILED, error=exc.message)
         except RetryableError as exc:
-            if isinstance(exc, MagentoRateLimited) and exc.retry_after:
-                self.limiter.pause(exc.retry_after)
-            if attempt >= self.settings.notification_max_attempts:
-                return self._record(
-                    refund_id,
-                    version,
-                    calls,
-                    attempt,
-                    status=NotificationStatus.FAILED,
-                    error=f"gave up after {attempt} attempts: {exc.message}",
-                )
-            delay = backoff_seconds(self.settings, attempt, self.rng)
-            if isinstance(exc, MagentoRateLimited) and exc.retry_after:
-                delay = max(delay, exc.retry_after)
-            return self._record(
-                refund_id,
-                version,
+            return self._retry(
+                claim,
                 calls,
-                attempt,
-                status=NotificationStatus.RETRYING,
-                error=exc.message,
-                retry_in=delay,
+                exc,
+                unknown=exc.outcome_unknown or (claim.attempt > 1 and not checked),
             )
         if sent:
-            return self._record(
-                refund_id, version, calls, attempt, status=NotificationStatus.SENT, error=None
-            )
+            return self._record(claim, calls, status=NotificationStatus.SENT, error=None)
         return self._record(
-            refund_id,
-            version,
+            claim,
             calls,
-            attempt,
             status=NotificationStatus.NOT_SENT,
             error="Magento did not send the email: credit-memo emails are disabled or sent "
             "asynchronously by its cron",
         )
 
-    def _claim(self, refund_id: str) -> tuple[int, str | None, int, int] | AttemptResult:
+    def _retry(
+        self, claim: _EmailClaim, calls: list[CallRecord], exc: RetryableError, *, unknown: bool
+    ) -> AttemptResult:
+        retry_after = exc.retry_after if isinstance(exc, MagentoRateLimited) else None
+        if retry_after and exc.http_status == 429:
+            self.limiter.pause(retry_after)  # Magento's 429: every worker waits
+        if claim.attempt >= self.settings.notification_max_attempts and not unknown:
+            return self._record(
+                claim,
+                calls,
+                status=NotificationStatus.FAILED,
+                error=f"gave up after {claim.attempt} attempts: {exc.message}",
+            )
+        delay = backoff_seconds(self.settings, claim.attempt, self.rng)
+        if retry_after:
+            delay = max(delay, retry_after)
+        delay = min(delay, self.settings.longest_countdown)
+        return self._record(
+            claim,
+            calls,
+            status=NotificationStatus.RETRYING,
+            error=exc.message,
+            retry_in=delay,
+        )
+
+    def _claim(self, refund_id: str) -> _EmailClaim | AttemptResult:
         now = self.clock()
         with self.database.session_scope() as session:
             row = session.get(Refund, refund_id)
@@ -141,6 +162,15 @@ class NotificationService:
                 and (row.notification_next_at > now + timedelta(seconds=1))
             ):
                 return AttemptResult(refund_id, status, "not due yet; an earlier copy")
+            try:
+                store = _store_code(row.request_json)
+            except ValueError as exc:
+                row.notification_status = NotificationStatus.FAILED.value
+                row.notification_error = f"stored request cannot be read: {exc}"
+                row.version += 1
+                return AttemptResult(
+                    refund_id, NotificationStatus.FAILED, "stored request unreadable"
+                )
             version = row.version
             attempt = row.notification_attempts + 1
             # An expired lease means a worker died mid-send: treat it as a later attempt.
@@ -149,7 +179,7 @@ class NotificationService:
             claimed = rowcount(
                 session.execute(
                     update(Refund)
-                    .where(Refund.id == refund_id, Refund.version == row.version)
+                    .where(Refund.id == refund_id, Refund.version == version)
                     .values(
                         notification_status=NotificationStatus.SENDING.value,
                         notification_attempts=attempt,
@@ -161,15 +191,29 @@ class NotificationService:
             )
             if claimed != 1:
                 return AttemptResult(refund_id, "skipped", "claimed by another worker first")
-            store = _store_code(row.request_json)
-            return creditmemo_id, store, attempt, version + 1
+            return _EmailClaim(
+                refund_id, creditmemo_id, store, attempt, version + 1, row.notification_error
+            )
+
+    def _renew_lease(self, claim: _EmailClaim) -> bool:
+        """Extend the lease right before the send; False if another worker took the email over."""
+        until = self.clock() + timedelta(seconds=self.settings.lease_seconds)
+        with self.database.session_scope() as session:
+            renewed = session.execute(
+                update(Refund)
+                .where(
+                    Refund.id == claim.refund_id,
+                    Refund.version == claim.version,
+                    Refund.notification_status == NotificationStatus.SENDING.value,
+                )
+                .values(notification_lease_expires_at=until)
+            )
+            return rowcount(renewed) == 1
 
     def _record(
         self,
-        refund_id: str,
-        version: int,
+        claim: _EmailClaim,
         calls: list[CallRecord],
-        attempt: int,
         *,
         status: NotificationStatus,
         error: str | None,
@@ -187,15 +231,17 @@ class NotificationService:
             values["notification_next_at"] = now + timedelta(seconds=retry_in)
             values["notification_published_at"] = now
         with self.database.session_scope() as session:
-            session.execute(
-                update(Refund)
-                .where(Refund.id == refund_id, Refund.version == version)
-                .values(**values)
+            recorded = rowcount(
+                session.execute(
+                    update(Refund)
+                    .where(Refund.id == claim.refund_id, Refund.version == claim.version)
+                    .values(**values)
+                )
             )
             session.add_all(
                 MagentoCall(
-                    refund_id=refund_id,
-                    attempt=attempt,
+                    refund_id=claim.refund_id,
+                    attempt=claim.attempt,
                     operation=call.operation,
                     method=call.method,
                     path=call.path[:255],
@@ -205,9 +251,16 @@ class NotificationService:
                 )
                 for call in calls
             )
+        if not recorded:
+            log.warning(
+                "refund %s: notification changed while sending; the next owner decides",
+                claim.refund_id,
+            )
         if status is NotificationStatus.FAILED:
-            log.warning("refund %s: notification failed: %s", refund_id, error)
-        return AttemptResult(refund_id, status.value, detail or (error or ""), retry_in=retry_in)
+            log.warning("refund %s: notification failed: %s", claim.refund_id, error)
+        return AttemptResult(
+            claim.refund_id, status.value, detail or (error or ""), retry_in=retry_in
+        )
 
 
 def _truthy(value: Any) -> bool:
@@ -215,5 +268,9 @@ def _truthy(value: Any) -> bool:
 
 
 def _store_code(request_json: str) -> str | None:
-    store = json.loads(request_json).get("store_code")
+    """The request's store code; ``ValueError`` when the stored request is not a JSON object."""
+    request = json.loads(request_json)
+    if not isinstance(request, dict):
+        raise ValueError("not a JSON object")
+    store = request.get("store_code")
     return str(store) if store else None

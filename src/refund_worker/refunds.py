@@ -5,11 +5,14 @@ One attempt is three short steps, never one long transaction:
 1. **Claim** (one transaction): compare-and-set the refund row to ``processing`` with a lease,
    take the order's lock (at most one refund per order in flight), mark the attempt in doubt.
 2. **Act** (no transaction open): if an earlier attempt may have reached Magento, look for our
-   marker in the order's credit memos first; otherwise route and make the one money-moving call.
+   marker in the order's credit memos first; otherwise route, renew the lease (fenced by the
+   lease token: a lost lease means no call), and make the one money-moving call.
 3. **Record** (one transaction): the outcome, the audit rows, and the order lock released.
 
 A worker killed anywhere leaves the row ``processing`` and in doubt; once its lease expires the
-next delivery reconciles before it could ever call Magento again. Never imports Celery.
+next delivery reconciles before it could ever call Magento again. A refund whose outcome is
+unknown is never failed: past ``max_attempts`` its attempts only look for the marker, and it fails
+only once Magento has answered that search without it. Never imports Celery.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from sqlalchemy.orm import Session
 from refund_worker.db import Database, rowcount
 from refund_worker.errors import (
     MagentoRateLimited,
+    MagentoRejected,
     PermanentError,
     RefundWorkerError,
     RetryableError,
@@ -114,8 +118,15 @@ class _Claim:
     attempt: int
     was_in_doubt: bool
     first_attempt_at: datetime
+    #: Past ``max_attempts`` with the outcome still unknown: only look for the marker.
+    reconcile_only: bool = False
+    last_error: str | None = None
     service: str | None = None  # the Magento service chosen, once routing has run
     calls: list[CallRecord] = field(default_factory=list)
+
+
+class _LeaseLost(Exception):
+    """Raised when another worker took this refund over before the money-moving call."""
 
 
 def backoff_seconds(settings: Settings, attempt: int, rng: random.Random | None = None) -> float:
@@ -156,9 +167,14 @@ class RefundService:
         client = self.client_factory(claim.calls.append)
         try:
             outcome = self._act(claim, client)
+        except _LeaseLost:
+            log.warning("refund %s: lease lost before the refund call; not calling", refund_id)
+            return AttemptResult(refund_id, RefundStatus.PROCESSING, "lease lost; not called")
         except PermanentError as exc:
             return self._record_failure(claim, exc)
         except RetryableError as exc:
+            if isinstance(exc, MagentoRateLimited) and exc.http_status == 429 and exc.retry_after:
+                self.limiter.pause(exc.retry_after)  # Magento's 429, on any call: everyone waits
             return self._record_retry(claim, exc)
         except Exception as exc:  # a bug or odd data must fail this refund, not loop forever
             log.exception("refund %s: unexpected error", refund_id)
@@ -190,17 +206,12 @@ class RefundService:
                 return AttemptResult(refund_id, RefundStatus.FAILED, "stored request unreadable")
             token = str(uuid.uuid4())
             lease_until = now + timedelta(seconds=self.settings.lease_seconds)
-            if not _take_order_lock(session, row.order_id, refund_id, now, lease_until):
-                session.rollback()
-                return AttemptResult(
-                    refund_id,
-                    row.status,
-                    f"order {row.order_id} has a refund in flight",
-                    retry_in=ORDER_BUSY_DELAY * (1 + self.rng.random()),
-                )
             was_in_doubt = row.in_doubt or row.status == RefundStatus.PROCESSING
             first_attempt_at = row.first_attempt_at or now
             attempt, version, marker = row.attempts + 1, row.version, row.marker
+            status, order_id, last_error = row.status, row.order_id, row.last_error
+            # The refund row first, then the order lock: every transaction that touches both
+            # locks them in this order, so two of them can never deadlock on PostgreSQL.
             claimed = rowcount(
                 session.execute(
                     update(Refund)
@@ -220,7 +231,15 @@ class RefundService:
             )
             if claimed != 1:
                 session.rollback()
-                return AttemptResult(refund_id, row.status, "claimed by another worker first")
+                return AttemptResult(refund_id, status, "claimed by another worker first")
+            if not _take_order_lock(session, order_id, refund_id, now, lease_until):
+                session.rollback()
+                return AttemptResult(
+                    refund_id,
+                    status,
+                    f"order {order_id} has a refund in flight",
+                    retry_in=ORDER_BUSY_DELAY * (1 + self.rng.random()),
+                )
             return _Claim(
                 refund_id=refund_id,
                 request=request,
@@ -229,6 +248,8 @@ class RefundService:
                 attempt=attempt,
                 was_in_doubt=was_in_doubt,
                 first_attempt_at=first_attempt_at,
+                reconcile_only=attempt > self.settings.max_attempts,
+                last_error=last_error,
             )
 
     def _fail_unreadable(
@@ -245,35 +266,92 @@ class RefundService:
 
     def _act(self, claim: _Claim, client: MagentoAPI) -> tuple[int, str | None, str]:
         """(credit memo id, service used, outcome text). Raises on failure."""
-        request = claim.request
-        store = request.store_code
         if claim.was_in_doubt:
-            skew = timedelta(seconds=self.settings.reconcile_clock_skew_seconds)
-            self.limiter.acquire()
-            found = client.find_creditmemo_by_marker(
-                order_id=request.order_id,
-                marker=claim.marker,
-                created_from=claim.first_attempt_at - skew,
-                store_code=store,
+            reconciled = self._reconcile(claim, client)
+            if reconciled is not None:
+                return reconciled
+        if claim.reconcile_only:
+            raise PermanentError(
+                f"gave up after {claim.attempt - 1} attempts; Magento has no credit memo "
+                f"carrying this refund's marker, so nothing was refunded; last error: "
+                f"{claim.last_error}"
             )
-            if found is not None:
-                creditmemo_id = int(found["entity_id"])
-                return (
-                    creditmemo_id,
-                    None,
-                    f"reconciled: credit memo {creditmemo_id} from an earlier attempt carries "
-                    "this refund's marker; not refunded again",
-                )
         call = self._plan(claim, client)
         claim.service = call.service.value
         self.limiter.acquire()
+        self._renew_lease(claim)
         try:
-            creditmemo_id = _execute(client, call, store)
-        except MagentoRateLimited as exc:
-            if exc.retry_after:
-                self.limiter.pause(exc.retry_after)
+            creditmemo_id = _execute(client, call, claim.request.store_code)
+        except MagentoRejected:
+            # A slow earlier attempt may have landed since the search: Magento then refuses a
+            # full refund ("closed", "nothing left"). Look once more before calling it a failure.
+            if claim.was_in_doubt:
+                reconciled = self._reconcile(claim, client)
+                if reconciled is not None:
+                    return reconciled
             raise
         return creditmemo_id, call.service.value, call.description
+
+    def _reconcile(self, claim: _Claim, client: MagentoAPI) -> tuple[int, None, str] | None:
+        """The credit memo an earlier attempt created (it carries our marker), if any."""
+        skew = timedelta(seconds=self.settings.reconcile_clock_skew_seconds)
+        self.limiter.acquire()
+        found = client.find_creditmemo_by_marker(
+            order_id=claim.request.order_id,
+            marker=claim.marker,
+            created_from=claim.first_attempt_at - skew,
+            store_code=claim.request.store_code,
+        )
+        if found is None:
+            return None
+        creditmemo_id = int(found["entity_id"])
+        return (
+            creditmemo_id,
+            None,
+            f"reconciled: credit memo {creditmemo_id} from an earlier attempt carries this "
+            "refund's marker; not refunded again",
+        )
+
+    def _renew_lease(self, claim: _Claim) -> None:
+        """Extend the lease and the order lock right before the call, or refuse to call.
+
+        The renewal is fenced by the lease token, so a worker that was slow enough to lose its
+        lease (limiter waits, a stalled thread) never calls; one that renews owns the refund for
+        a full ``lease_seconds`` from the call on, longer than the call can last.
+        """
+        now = self.clock()
+        until = now + timedelta(seconds=self.settings.lease_seconds)
+        with self.database.session_scope() as session:
+            renewed = rowcount(
+                session.execute(
+                    update(Refund)
+                    .where(
+                        Refund.id == claim.refund_id,
+                        Refund.lease_token == claim.token,
+                        Refund.status == RefundStatus.PROCESSING.value,
+                    )
+                    .values(lease_expires_at=until, last_call_at=now)
+                )
+            )
+            if renewed != 1:
+                session.rollback()
+                raise _LeaseLost(claim.refund_id)
+            locked = rowcount(
+                session.execute(
+                    update(OrderLock)
+                    .where(
+                        OrderLock.order_id == claim.request.order_id,
+                        OrderLock.refund_id == claim.refund_id,
+                    )
+                    .values(expires_at=until)
+                )
+            )
+            if locked != 1:
+                session.rollback()
+                raise RetryableError(
+                    f"order {claim.request.order_id}: another refund took over the order lock "
+                    "before the refund call; not called"
+                )
 
     def _plan(self, claim: _Claim, client: MagentoAPI) -> RefundCall:
         request = claim.request
@@ -309,8 +387,6 @@ class RefundService:
             "creditmemo_id": creditmemo_id,
             "outcome": outcome,
             "in_doubt": False,
-            "lease_token": None,
-            "lease_expires_at": None,
             "last_error": None,
             "last_error_kind": None,
             "last_http_status": None,
@@ -324,18 +400,39 @@ class RefundService:
             values["notification_status"] = NotificationStatus.PENDING.value
             values["notification_next_at"] = now
             values["notification_published_at"] = now
+        not_succeeded = Refund.status != RefundStatus.SUCCEEDED.value
         with self.database.session_scope() as session:
-            # Success is a fact even if our lease was taken over meanwhile: record it.
-            session.execute(
-                update(Refund)
-                .where(Refund.id == claim.refund_id, Refund.status != RefundStatus.SUCCEEDED.value)
-                .values(**values)
+            owned = rowcount(
+                session.execute(
+                    update(Refund)
+                    .where(Refund.id == claim.refund_id, Refund.lease_token == claim.token)
+                    .where(not_succeeded)
+                    .values(lease_token=None, lease_expires_at=None, **values)
+                )
             )
-            self._finish_attempt(session, claim)
-            if service is None:
+            recorded, held = owned, owned
+            if not owned:
+                held = self._release_lease(session, claim)  # already succeeded: let go
+            if not held:
+                # Success is a fact even if our lease was taken over meanwhile: record it, but
+                # leave the lease (and the order lock) to the worker that holds them now.
+                recorded = rowcount(
+                    session.execute(
+                        update(Refund)
+                        .where(Refund.id == claim.refund_id)
+                        .where(not_succeeded)
+                        .values(**values)
+                    )
+                )
+            self._finish_attempt(session, claim, release_lock=bool(held))
+            if recorded and service is None:
                 session.add(
                     RefundEvent(refund_id=claim.refund_id, kind="reconciled", detail=outcome)
                 )
+        if not recorded:
+            return AttemptResult(
+                claim.refund_id, RefundStatus.SUCCEEDED, "already recorded by another attempt"
+            )
         log.info("refund %s succeeded: credit memo %s", claim.refund_id, creditmemo_id)
         return AttemptResult(
             claim.refund_id, RefundStatus.SUCCEEDED, outcome, publish_notification=notify
@@ -352,7 +449,7 @@ class RefundService:
             # reconcile search ran first; a rejection while planning leaves the doubt as it was.
             in_doubt = claim.was_in_doubt and not _reached_refund_call(claim.calls)
         with self.database.session_scope() as session:
-            self._update_owned(
+            owned = self._update_owned(
                 session,
                 claim,
                 status=RefundStatus.FAILED.value,
@@ -363,7 +460,7 @@ class RefundService:
                 settled_at=now,
                 updated_at=now,
             )
-            self._finish_attempt(session, claim)
+            self._finish_attempt(session, claim, release_lock=owned)
         log.warning("refund %s failed permanently: %s", claim.refund_id, exc.message)
         return AttemptResult(claim.refund_id, RefundStatus.FAILED, exc.message, error=exc)
 
@@ -372,13 +469,15 @@ class RefundService:
         unknown = exc.outcome_unknown or (
             claim.was_in_doubt and not _reached_refund_call(claim.calls)
         )
-        if claim.attempt >= self.settings.max_attempts:
+        # Out of attempts: fail, unless Magento may have refunded; then keep looking for the
+        # marker (``reconcile_only``) until a search answers, and settle on what it finds.
+        if claim.attempt >= self.settings.max_attempts and not unknown:
             failure = PermanentError(
                 f"gave up after {claim.attempt} attempts; last error: {exc.message}",
                 http_status=exc.http_status,
             )
             with self.database.session_scope() as session:
-                self._update_owned(
+                owned = self._update_owned(
                     session,
                     claim,
                     status=RefundStatus.FAILED.value,
@@ -389,7 +488,7 @@ class RefundService:
                     settled_at=now,
                     updated_at=now,
                 )
-                self._finish_attempt(session, claim)
+                self._finish_attempt(session, claim, release_lock=owned)
             return AttemptResult(
                 claim.refund_id, RefundStatus.FAILED, failure.message, error=failure
             )
@@ -398,9 +497,11 @@ class RefundService:
             delay = max(delay, exc.retry_after + self.rng.random())
         if unknown:
             delay = max(delay, self.settings.magento_timeout + self.settings.in_doubt_grace_seconds)
+        # Never longer than the visibility timeout was checked against at start-up.
+        delay = min(delay, self.settings.longest_countdown)
         last_call_at = _refund_call_started(claim.calls, now)
         with self.database.session_scope() as session:
-            self._update_owned(
+            owned = self._update_owned(
                 session,
                 claim,
                 status=RefundStatus.RETRYING.value,
@@ -413,15 +514,20 @@ class RefundService:
                 last_call_at=last_call_at,
                 updated_at=now,
             )
-            self._finish_attempt(session, claim)
+            self._finish_attempt(session, claim, release_lock=owned)
         log.info("refund %s will retry in %.1fs: %s", claim.refund_id, delay, exc.message)
         return AttemptResult(claim.refund_id, RefundStatus.RETRYING, exc.message, retry_in=delay)
 
-    def _update_owned(self, session: Session, claim: _Claim, **values: Any) -> None:
+    def _update_owned(self, session: Session, claim: _Claim, **values: Any) -> bool:
+        """Write the outcome if this attempt still holds the lease; a success is never undone."""
         updated = rowcount(
             session.execute(
                 update(Refund)
-                .where(Refund.id == claim.refund_id, Refund.lease_token == claim.token)
+                .where(
+                    Refund.id == claim.refund_id,
+                    Refund.lease_token == claim.token,
+                    Refund.status != RefundStatus.SUCCEEDED.value,
+                )
                 .values(
                     lease_token=None,
                     lease_expires_at=None,
@@ -431,12 +537,27 @@ class RefundService:
                 )
             )
         )
-        if updated != 1:
-            log.warning(
-                "refund %s: lease lost before recording; the next owner decides", claim.refund_id
-            )
+        if updated == 1:
+            return True
+        if self._release_lease(session, claim):
+            log.info("refund %s: succeeded meanwhile; this outcome is dropped", claim.refund_id)
+            return True
+        log.warning(
+            "refund %s: lease lost before recording; the next owner decides", claim.refund_id
+        )
+        return False
 
-    def _finish_attempt(self, session: Session, claim: _Claim) -> None:
+    def _release_lease(self, session: Session, claim: _Claim) -> bool:
+        """Give the lease back without touching the outcome; False if it was not ours."""
+        released = session.execute(
+            update(Refund)
+            .where(Refund.id == claim.refund_id, Refund.lease_token == claim.token)
+            .values(lease_token=None, lease_expires_at=None, version=Refund.version + 1)
+        )
+        return rowcount(released) == 1
+
+    def _finish_attempt(self, session: Session, claim: _Claim, *, release_lock: bool) -> None:
+        """Audit rows for this attempt's calls; the order lock released if we still held it."""
         session.add_all(
             MagentoCall(
                 refund_id=claim.refund_id,
@@ -450,12 +571,13 @@ class RefundService:
             )
             for call in claim.calls
         )
-        session.execute(
-            delete(OrderLock).where(
-                OrderLock.order_id == claim.request.order_id,
-                OrderLock.refund_id == claim.refund_id,
+        if release_lock:
+            session.execute(
+                delete(OrderLock).where(
+                    OrderLock.order_id == claim.request.order_id,
+                    OrderLock.refund_id == claim.refund_id,
+                )
             )
-        )
 
 
 _REFUND_OPERATIONS = frozenset(

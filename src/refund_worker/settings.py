@@ -113,13 +113,19 @@ class Settings(BaseSettings):
                 f"4 x {ENV_PREFIX}MAGENTO_TIMEOUT + 5 ({4 * self.magento_timeout + 5:g}) so a live "
                 "attempt is never taken over"
             )
-        if self.visibility_timeout <= self.retry_backoff_max + self.lease_seconds:
+        if self.visibility_timeout <= self.longest_countdown + self.lease_seconds:
             raise ValueError(
-                f"{ENV_PREFIX}VISIBILITY_TIMEOUT ({self.visibility_timeout}) must exceed "
-                f"{ENV_PREFIX}RETRY_BACKOFF_MAX + {ENV_PREFIX}LEASE_SECONDS "
-                f"({self.retry_backoff_max + self.lease_seconds:g}); otherwise Redis redelivers "
-                "messages that are only waiting for their countdown"
+                f"{ENV_PREFIX}VISIBILITY_TIMEOUT ({self.visibility_timeout}) must exceed the "
+                f"longest retry countdown (max of {ENV_PREFIX}RETRY_BACKOFF_MAX and "
+                f"{ENV_PREFIX}MAGENTO_TIMEOUT + {ENV_PREFIX}IN_DOUBT_GRACE_SECONDS) + "
+                f"{ENV_PREFIX}LEASE_SECONDS ({self.longest_countdown + self.lease_seconds:g}); "
+                "otherwise Redis redelivers messages that are only waiting for their countdown"
             )
+
+    @property
+    def longest_countdown(self) -> float:
+        """The longest a task ever waits for its next attempt: retries are capped at this."""
+        return max(self.retry_backoff_max, self.magento_timeout + self.in_doubt_grace_seconds)
 
     def require_magento(self) -> None:
         """Fail with a message naming the setting when the worker cannot reach Magento."""

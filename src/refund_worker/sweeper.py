@@ -3,7 +3,8 @@
 The database is the source of truth; the broker is only a doorbell. A message can be lost when a
 process dies between commit and publish, when Redis restarts without persistence, or when a worker
 is killed holding a prefetched message. Publishing twice is harmless (every task claims its row
-with compare-and-set), so the sweeper errs on the side of publishing.
+with compare-and-set), so the sweeper errs on the side of publishing, but not on a backlog: a row
+whose message was published after the oldest one still queued is only waiting its turn.
 """
 
 from __future__ import annotations
@@ -31,9 +32,17 @@ class SweepResult:
     notifications: list[str]
 
 
-def find_stranded(database: Database, settings: Settings, now: datetime) -> SweepResult:
-    """Refunds and notifications that should have run by now and show no sign of it."""
+def find_stranded(
+    database: Database, settings: Settings, now: datetime, queued_since: datetime | None = None
+) -> SweepResult:
+    """Refunds and notifications that should have run by now and show no sign of it.
+
+    ``queued_since``: when the oldest message still waiting in the broker was published. A row
+    published after it still has its message in the queue, behind a backlog: publishing it
+    again would only lengthen the backlog (each period, for every waiting row).
+    """
     stale = now - timedelta(seconds=settings.republish_after_seconds)
+    published_stale = stale if queued_since is None else min(stale, queued_since)
     waiting = (RefundStatus.QUEUED.value, RefundStatus.RETRYING.value)
     notifiable = (NotificationStatus.PENDING.value, NotificationStatus.RETRYING.value)
     with database.session_scope() as session:
@@ -49,14 +58,20 @@ def find_stranded(database: Database, settings: Settings, now: datetime) -> Swee
                         and_(
                             Refund.status.in_(waiting),
                             Refund.next_attempt_at < stale,
-                            or_(Refund.published_at.is_(None), Refund.published_at < stale),
+                            or_(
+                                Refund.published_at.is_(None),
+                                Refund.published_at < published_stale,
+                            ),
                         ),
                         and_(
                             Refund.status == RefundStatus.PROCESSING.value,
                             Refund.lease_expires_at < now,
+                            # Once when the lease expires, then every period while the row
+                            # stays abandoned: the first re-published message may be lost too.
                             or_(
                                 Refund.published_at.is_(None),
                                 Refund.published_at < Refund.lease_expires_at,
+                                Refund.published_at < published_stale,
                             ),
                         ),
                     )
@@ -76,7 +91,7 @@ def find_stranded(database: Database, settings: Settings, now: datetime) -> Swee
                             Refund.notification_next_at < stale,
                             or_(
                                 Refund.notification_published_at.is_(None),
-                                Refund.notification_published_at < stale,
+                                Refund.notification_published_at < published_stale,
                             ),
                         ),
                         and_(
@@ -86,6 +101,7 @@ def find_stranded(database: Database, settings: Settings, now: datetime) -> Swee
                                 Refund.notification_published_at.is_(None),
                                 Refund.notification_published_at
                                 < Refund.notification_lease_expires_at,
+                                Refund.notification_published_at < published_stale,
                             ),
                         ),
                     ),

@@ -1,9 +1,17 @@
-"""Thin Celery tasks: parse the id, call one service, translate the result. Arguments are ids."""
+"""Thin Celery tasks: parse the id, call one service, translate the result. Arguments are ids.
+
+Every refund and email message carries the moment it was published (``PUBLISHED_AT_HEADER``), so
+the sweeper can tell a message that is only waiting in a long queue from one that was lost.
+"""
 
 from __future__ import annotations
 
+import json
 import logging
+import time
 from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
 
 from celery import Celery, Task
 
@@ -16,10 +24,19 @@ from refund_worker.sweeper import find_stranded, mark_published
 
 log = logging.getLogger(__name__)
 
+#: Message header: when the message was published (seconds since the epoch).
+PUBLISHED_AT_HEADER = "refund_worker_published_at"
+#: How many of the oldest queued messages the sweeper reads to find the oldest publish time.
+QUEUE_PEEK = 100
+
+
+def _stamp() -> dict[str, float]:
+    return {PUBLISHED_AT_HEADER: time.time()}
+
 
 def _settle(task: Task, result: AttemptResult) -> str:
     if result.retry_in is not None:
-        raise task.retry(countdown=result.retry_in, max_retries=None)
+        raise task.retry(countdown=result.retry_in, max_retries=None, headers=_stamp())
     if result.error is not None:
         raise result.error  # stored already; re-raised so Flower shows the failure
     return f"{result.status}: {result.detail}" if result.detail else str(result.status)
@@ -34,7 +51,10 @@ def process_refund(self: Task, refund_id: str) -> str:
         result = get_runtime().refunds.process(str(refund_id))
     except RetryableError as exc:  # database briefly away: the row still says what to do
         raise self.retry(
-            countdown=get_runtime().settings.in_doubt_grace_seconds, exc=exc, max_retries=None
+            countdown=get_runtime().settings.in_doubt_grace_seconds,
+            exc=exc,
+            max_retries=None,
+            headers=_stamp(),
         ) from exc
     if result.publish_notification:
         publish_notifications(app, [result.refund_id])
@@ -48,7 +68,10 @@ def notify_customer(self: Task, refund_id: str) -> str:
         result = get_runtime().notifications.send(str(refund_id))
     except RetryableError as exc:
         raise self.retry(
-            countdown=get_runtime().settings.in_doubt_grace_seconds, exc=exc, max_retries=None
+            countdown=get_runtime().settings.in_doubt_grace_seconds,
+            exc=exc,
+            max_retries=None,
+            headers=_stamp(),
         ) from exc
     return _settle(self, result)
 
@@ -58,7 +81,9 @@ def sweep() -> dict[str, int]:
     """Re-publish what a crash or a Redis restart left without a message (run by beat)."""
     runtime = get_runtime()
     now = utcnow()
-    found = find_stranded(runtime.database, runtime.settings, now)
+    found = find_stranded(
+        runtime.database, runtime.settings, now, queued_since=oldest_queued_at(app, now)
+    )
     publish_refunds(app, found.refunds)
     publish_notifications(app, found.notifications)
     mark_published(runtime.database, found, now)
@@ -71,6 +96,35 @@ def sweep() -> dict[str, int]:
     return {"refunds": len(found.refunds), "notifications": len(found.notifications)}
 
 
+def oldest_queued_at(celery_app: Celery, now: datetime) -> datetime | None:
+    """When the oldest message still waiting in the refunds queue was published.
+
+    Every message published after it is still in the queue (Redis lists are first in, first
+    out), so its refund is not stranded however long ago that was. ``now`` when the queue is
+    empty; ``None`` when that cannot be told (another broker, no stamped message in sight).
+    """
+    try:
+        with celery_app.connection_for_read() as connection:
+            client: Any = getattr(connection.default_channel, "client", None)
+            if client is None or not hasattr(client, "lrange"):
+                return None
+            # Published with LPUSH, consumed with BRPOP: the oldest message is the last one.
+            waiting = client.lrange(QUEUE, -QUEUE_PEEK, -1)
+    except Exception:  # the broker is away: sweep as if nothing were queued
+        log.warning("cannot look into the broker's queue", exc_info=True)
+        return None
+    if not waiting:
+        return now
+    for raw in reversed(waiting):
+        try:
+            stamp = json.loads(raw)["headers"].get(PUBLISHED_AT_HEADER)
+        except (ValueError, KeyError, TypeError, AttributeError):
+            continue
+        if isinstance(stamp, int | float):
+            return datetime.fromtimestamp(stamp, UTC)
+    return None
+
+
 def _publish(celery_app: Celery, task_name: str, refund_ids: Sequence[str]) -> None:
     """Publish one message per id, pipelined in batches where the transport supports it."""
     if not refund_ids:
@@ -79,11 +133,15 @@ def _publish(celery_app: Celery, task_name: str, refund_ids: Sequence[str]) -> N
         batch = getattr(producer, "batch", None)
         if batch is None:  # kombu < 5.7: one round trip per message
             for refund_id in refund_ids:
-                celery_app.send_task(task_name, (refund_id,), producer=producer, queue=QUEUE)
+                celery_app.send_task(
+                    task_name, (refund_id,), producer=producer, queue=QUEUE, headers=_stamp()
+                )
             return
         with batch():
             for refund_id in refund_ids:
-                celery_app.send_task(task_name, (refund_id,), producer=producer, queue=QUEUE)
+                celery_app.send_task(
+                    task_name, (refund_id,), producer=producer, queue=QUEUE, headers=_stamp()
+                )
 
 
 def publish_refunds(celery_app: Celery, refund_ids: Sequence[str]) -> None:

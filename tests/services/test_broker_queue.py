@@ -1,0 +1,40 @@
+"""The sweeper's look into the broker: when was the oldest message still queued published?"""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+
+import pytest
+import redis
+
+from refund_worker.celery_app import QUEUE, create_app
+from refund_worker.models import utcnow
+from refund_worker.tasks import PUBLISHED_AT_HEADER, oldest_queued_at, publish_refunds
+from tests.services.conftest import fast_settings
+
+pytestmark = pytest.mark.redis
+
+
+def test_the_oldest_stamped_message_in_the_queue_is_found(redis_url: str) -> None:
+    app = create_app(fast_settings(broker_url=redis_url))
+    now = utcnow()
+    assert oldest_queued_at(app, now) == now  # nothing queued
+    client = redis.Redis.from_url(redis_url)
+    client.lpush(QUEUE, b"not a message")  # unreadable messages are skipped
+    assert oldest_queued_at(app, now) is None  # queued, but nothing tells when
+    before = time.time()
+    publish_refunds(app, ["first"])
+    time.sleep(0.05)
+    publish_refunds(app, ["second", "third"])
+    oldest = oldest_queued_at(app, utcnow())
+    assert oldest is not None
+    assert before - 0.01 <= oldest.timestamp() <= before + 0.04
+    raw = client.lrange(QUEUE, 0, -1)
+    assert all(PUBLISHED_AT_HEADER in item.decode() for item in raw[:-1])
+    client.close()
+
+
+def test_another_broker_says_nothing() -> None:
+    app = create_app(fast_settings(broker_url="memory://"))
+    assert oldest_queued_at(app, datetime.now(UTC)) is None
