@@ -233,14 +233,6 @@ class SimulatorSubprocess:
     process: subprocess.Popen[str]
 
 
-#: ``python -m refund_worker.simulator`` on the plain asyncio loop. Under uvloop (what uvicorn
-#: picks when it is installed) the simulator cannot reach the connection's transport, so its
-#: ``reset`` and ``commit_then_drop`` faults answer 500 instead of dropping the connection; on
-#: asyncio they drop it, as a crashed PHP worker or a proxy timeout would.
-_SIMULATOR_ON_ASYNCIO = (
-    "import sys; sys.modules['uvloop'] = None; "
-    "from refund_worker.simulator.__main__ import main; sys.exit(main(sys.argv[1:]))"
-)
 
 
 @contextlib.contextmanager
@@ -248,7 +240,8 @@ def simulator_subprocess(workdir: Path, args: Sequence[str]) -> Iterator[Simulat
     """The simulator as its own process (like ``simulator_process``), stderr to a log file."""
     log = (workdir / "simulator.log").open("ab")
     process = subprocess.Popen(
-        [sys.executable, "-c", _SIMULATOR_ON_ASYNCIO, "--host", "127.0.0.1", "--port", "0", *args],
+        [sys.executable, "-m", "refund_worker.simulator", "--host", "127.0.0.1", "--port", "0",
+         *args],
         stdout=subprocess.PIPE,
         stderr=log,
         text=True,

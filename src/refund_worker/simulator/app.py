@@ -19,6 +19,7 @@ import logging
 import socket
 import struct
 import time
+from typing import cast
 
 from starlette.applications import Starlette
 from starlette.routing import Mount
@@ -63,10 +64,21 @@ def _int_or_none(value: str | None) -> int | None:
 
 
 def _transport_of(send: Send) -> asyncio.Transport | None:
-    """The connection's transport, when the server is uvicorn (its ``send`` is a bound method)."""
+    """The connection's transport, when the server is uvicorn (its ``send`` is a bound method).
+
+    Duck-typed: uvloop's transports do not inherit from ``asyncio.Transport``.
+    """
     owner = getattr(send, "__self__", None)
     transport = getattr(owner, "transport", None)
-    return transport if isinstance(transport, asyncio.Transport) else None
+    if callable(getattr(transport, "abort", None)) and callable(
+        getattr(transport, "get_extra_info", None)
+    ):
+        return cast(asyncio.Transport, transport)
+    return None
+
+
+class ClientGone(Exception):
+    """Raised when the client disconnects before its whole body arrived."""
 
 
 class SimulatorHandler:
@@ -123,6 +135,8 @@ class SimulatorHandler:
                     status = await self._inject(post, receive, send)
                     return
             status = await _respond(send, status, payload, headers)
+        except ClientGone:
+            route_name, status = "client_gone", 499  # nginx's code for it; nothing was run
         finally:
             state.in_flight -= 1
             state.record_request(
@@ -236,13 +250,22 @@ def _order_id_in(body: bytes) -> int | None:
 
 
 async def _read_body(receive: Receive) -> bytes:
+    """The whole request body; ``ClientGone`` if the client left before sending all of it.
+
+    Like nginx in front of a real Magento, a request whose body never fully arrived is never
+    handed to the application: running it with an empty body would refund the whole order.
+    """
     message = await receive()
+    if message["type"] == "http.disconnect":
+        raise ClientGone
     body: bytes = message.get("body", b"")
     if not message.get("more_body", False):
         return body
     chunks = [body]
     while message.get("more_body", False):
         message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientGone
         chunks.append(message.get("body", b""))
     return b"".join(chunks)
 
