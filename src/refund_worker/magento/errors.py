@@ -216,7 +216,8 @@ def error_for_response(
         return MagentoNotFound(f"{prefix}: Magento does not know it (404): {text}", **context)
     if status in (401, 403):
         return MagentoAuthError(
-            f"{prefix}: Magento refused our credentials ({status}): {text}. Check that {AUTH_HINT}",
+            f"{prefix}: Magento refused our credentials ({status}): {text.rstrip('.')}. "
+            f"Check that {AUTH_HINT}",
             **context,
         )
     if status == 429:
