@@ -38,7 +38,10 @@ from sqlalchemy import create_engine, text
 ROOT = Path(__file__).resolve().parents[1]
 BENCH = ROOT / "bench"
 RESULTS = BENCH / "results"
-sys.path.insert(0, str(ROOT / "src"))
+#: The code measured: the working tree, or a snapshot (``BENCH_SRC=/tmp/snap/src``, e.g. from
+#: ``git archive HEAD src | tar -x -C /tmp/snap``) while others edit the tree.
+SRC = Path(os.environ.get("BENCH_SRC") or ROOT / "src").resolve()
+sys.path.insert(0, str(SRC))
 
 from refund_worker.celery_app import QUEUE, create_app  # noqa: E402
 from refund_worker.db import Database, upgrade  # noqa: E402
@@ -129,7 +132,7 @@ def stack(redis_db: int = 7, name: str = "bench") -> Iterator[Stack]:
             "REFUND_WORKER_MAGENTO_URL": simulator.url,
             "REFUND_WORKER_MAGENTO_TOKEN": TOKEN,
             "PYTHONUNBUFFERED": "1",
-            "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(BENCH)]),
+            "PYTHONPATH": os.pathsep.join([str(SRC), str(BENCH)]),
         }
         settings = Settings(
             **{
@@ -449,20 +452,6 @@ def count_done(the_stack: Stack) -> Callable[[], tuple[int, int]]:
     return count
 
 
-def steady_rate(the_stack: Stack, low: float = 0.1, high: float = 0.9) -> float:
-    """Refunds/s between the ``low`` and ``high`` quantiles of completion times (no ramp, no
-    tail): ``updated_at`` is the last write, the notification's when one was sent."""
-    with the_stack.database.engine.connect() as connection:
-        stamps = sorted(
-            row[0].timestamp()
-            for row in connection.execute(text("SELECT updated_at FROM refunds"))
-        )
-    if len(stamps) < 10:
-        return float("nan")
-    first, last = stamps[int(low * len(stamps))], stamps[int(high * len(stamps)) - 1]
-    return (int(high * len(stamps)) - int(low * len(stamps)) - 1) / max(last - first, 1e-9)
-
-
 # ---------------------------------------------------------------------------- output
 
 
@@ -471,7 +460,19 @@ def machine() -> dict[str, Any]:
         "python": platform.python_version(),
         "cpus": os.cpu_count(),
         "load_avg_at_start": [round(x, 2) for x in os.getloadavg()],
+        "src": str(SRC),
+        "git_head": _git_head(),
     }
+
+
+def _git_head() -> str:
+    try:
+        return subprocess.run(
+            ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
+            capture_output=True, text=True, check=False,
+        ).stdout.strip()
+    except OSError:
+        return ""
 
 
 def median(values: Sequence[float]) -> float:
@@ -538,10 +539,12 @@ def run_refunds(
     requests: Sequence[dict[str, Any]],
     timeout: float = 3600,
     on_progress: Callable[[int], None] | None = None,
+    stall: float = 60,
 ) -> dict[str, Any]:
     """Enqueue ``requests`` (through ``intake.enqueue_refunds``) to the running workers and wait
     until every refund and its notification is settled. Rates are per second of wall time from
-    the start of the enqueue; ``steady_per_s`` leaves out the ramp and the tail."""
+    the start of the enqueue (notifications queue behind the refunds, FIFO, so a run ends with
+    them: only the whole run's rate means anything)."""
     from refund_worker.intake import enqueue_refunds, validate_request
 
     the_stack.truncate()
@@ -555,27 +558,63 @@ def run_refunds(
         )
         enqueued_at = time.perf_counter() - meter.start_wall
         done_failed = (0, 0)
+        progress = [0, time.perf_counter()]  # refunds done, when that number last grew
 
         def finished() -> bool:
             nonlocal done_failed
             done_failed = count()
             if on_progress is not None:
                 on_progress(done_failed[0])
+            if done_failed[0] > progress[0]:
+                progress[:] = [done_failed[0], time.perf_counter()]
+            elif time.perf_counter() - progress[1] > stall:
+                return True  # a lost message: report it instead of waiting for the sweeper
             return done_failed[0] >= len(requests)
 
         wait_until(finished, timeout, 0.1, "the refunds to settle")
+    stalled = len(requests) - done_failed[0]
+    wall = meter.wall
+    if stalled:  # the rate of what got done, up to the last progress
+        wall = progress[1] - meter.start_wall
+        console.print(f"[red]{stalled} refunds not done after {stall:g}s without progress[/red]")
     accepted = sum(1 for r in results if not getattr(r, "duplicate", True))
+    errors: list[str] = []
+    if done_failed[1]:
+        with the_stack.database.engine.connect() as connection:
+            errors = list(
+                connection.execute(
+                    text("SELECT DISTINCT last_error FROM refunds WHERE status = 'failed' LIMIT 5")
+                ).scalars()
+            )
     n = len(requests)
     return {
         "refunds": n,
         "accepted": accepted,
         "failed": done_failed[1],
+        "stalled": stalled,
+        "errors": errors,
         "enqueue_s": round(enqueued_at, 3),
-        "seconds": round(meter.wall, 3),
-        "refunds_per_s": round(n / meter.wall, 1),
-        "steady_per_s": round(steady_rate(the_stack), 1),
+        "seconds": round(wall, 3),
+        "refunds_per_s": round(done_failed[0] / wall, 1),
         "cpu_ms_per_refund": {
             role: round(1000 * seconds / n, 3) for role, seconds in meter.seconds.items()
         },
         "cores": meter.cores(),
     }
+
+
+def parse_layout(text: str) -> tuple[str, int, int]:
+    """``threads:2x32`` → (pool, processes, concurrency per process)."""
+    pool, _, shape = text.partition(":")
+    processes, _, concurrency = shape.partition("x")
+    return pool, int(processes), int(concurrency)
+
+
+def start_layout(
+    the_stack: Stack, layout: str, events: bool = True, patches: Sequence[str] = ()
+) -> None:
+    pool, processes, concurrency = parse_layout(layout)
+    for _ in range(processes):
+        the_stack.start_worker(
+            pool=pool, concurrency=concurrency, events=events, patches=patches
+        )

@@ -16,8 +16,9 @@ if "gevent" in sys.argv:
 
     monkey.patch_all()
 
-import patches  # noqa: E402  (bench/ is on PYTHONPATH)
-from refund_worker.celery_app import app  # noqa: E402
+import patches
+
+from refund_worker.celery_app import app
 
 
 @app.task(name="bench.noop", ignore_result=True)

@@ -1,0 +1,116 @@
+"""Latency-bound throughput: 200 ms on every Magento call; refunds/s ÷ the ceiling.
+
+The ceiling is ``concurrency / (latency × Magento calls one refund makes in sequence)``: for an
+online refund with a notification that is GET order, GET invoice, POST refund, POST email (4).
+Each layout (``POOL:PROCESSESxCONCURRENCY[+patch,...]``) gets fresh workers; ``--seconds``
+sizes a run to last about that long at the ceiling. Target: ≥ 0.9 at total concurrency ≥ 64.
+
+    python bench/latency.py                                   # threads and gevent, 2x32 and 1x64
+    python bench/latency.py --layout threads:2x32 --seconds 8 --repeat 1    # smoke, < 1 min
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+import common
+
+TARGET = 0.9
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--layout", action="append", default=[])
+    parser.add_argument("--latency-ms", type=float, default=200)
+    parser.add_argument("--seconds", type=float, default=30)
+    parser.add_argument("--repeat", type=int, default=1)
+    parser.add_argument("--payment", default="online", choices=["online", "offline", "mixed"])
+    parser.add_argument("--no-notify", action="store_true")
+    parser.add_argument("--patch", action="append", default=[], help="for every layout")
+    parser.add_argument("--redis-db", type=int, default=7)
+    parser.add_argument("--name", default="latency")
+    args = parser.parse_args()
+    layouts = args.layout or ["threads:1x64", "threads:2x32", "gevent:1x64", "gevent:2x32"]
+    notify = not args.no_notify
+    rows: list[dict[str, Any]] = []
+    with common.stack(args.redis_db) as stack:
+        probe = common.create_orders(stack.simulator, 2, args.payment)
+        calls = common.calls_in_sequence(probe, notify)
+        needed = 0
+        for layout in layouts:
+            _, processes, concurrency = common.parse_layout(layout.split("+")[0])
+            ceiling = processes * concurrency / (args.latency_ms / 1000 * calls)
+            needed += (int(ceiling * args.seconds) + 100) * args.repeat
+        orders = common.create_orders(stack.simulator, needed, args.payment)
+        used = 0
+        for _ in range(args.repeat):
+            for name in layouts:
+                layout, _, extra = name.partition("+")
+                _, processes, concurrency = common.parse_layout(layout)
+                total = processes * concurrency
+                ceiling = total / (args.latency_ms / 1000 * calls)
+                count = int(ceiling * args.seconds)
+                batch = orders[used : used + count + 100]
+                used += count + 100
+                common.set_latency(stack.simulator, 0)
+                patches = [*args.patch, *filter(None, extra.split(","))]
+                common.start_layout(stack, layout, patches=patches)
+                common.run_refunds(stack, common.refund_requests(batch[:100], f"w{used}", notify))
+                common.set_latency(stack.simulator, args.latency_ms)
+                result = common.run_refunds(
+                    stack, common.refund_requests(batch[100:], f"l{used}", notify)
+                )
+                stack.stop_workers()
+                stack.reset_broker()
+                row = {
+                    "what": name,
+                    "concurrency": total,
+                    "calls_in_sequence": calls,
+                    "ceiling_per_s": round(ceiling, 1),
+                    "refunds_per_s": result["refunds_per_s"],
+                    "ratio": round(result["refunds_per_s"] / ceiling, 3),
+                    "worker_cpu_ms": result["cpu_ms_per_refund"]["workers"],
+                    "worker_cores": result["cores"]["workers"],
+                    "machine_cores": result["cores"]["machine"],
+                    "failed": result["failed"],
+                    "stalled": result["stalled"],
+                    "run": result,
+                }
+                rows.append(row)
+                common.print_table("latency-bound throughput", rows[-1:], _COLUMNS)
+    common.print_table(
+        f"latency-bound throughput: {args.latency_ms:g} ms per Magento call, "
+        f"{calls:g} calls per refund in sequence; target ratio ≥ {TARGET} at concurrency ≥ 64",
+        rows,
+        _COLUMNS,
+    )
+    best = max(rows, key=lambda r: r["ratio"])
+    common.write_json(
+        args.name,
+        {
+            "settings": vars(args) | {"layouts": layouts, "calls_in_sequence": calls},
+            "runs": rows,
+            "best": {k: v for k, v in best.items() if k != "run"},
+            "target_ratio": TARGET,
+            "passed": any(r["ratio"] >= TARGET and r["concurrency"] >= 64 for r in rows),
+        },
+    )
+
+
+_COLUMNS = [
+    "what",
+    "concurrency",
+    "ceiling_per_s",
+    "refunds_per_s",
+    "ratio",
+    "worker_cpu_ms",
+    "worker_cores",
+    "machine_cores",
+    "failed",
+    "stalled",
+]
+
+
+if __name__ == "__main__":
+    main()
