@@ -469,7 +469,9 @@ def _git_head() -> str:
     try:
         return subprocess.run(
             ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
-            capture_output=True, text=True, check=False,
+            capture_output=True,
+            text=True,
+            check=False,
         ).stdout.strip()
     except OSError:
         return ""
@@ -615,6 +617,4 @@ def start_layout(
 ) -> None:
     pool, processes, concurrency = parse_layout(layout)
     for _ in range(processes):
-        the_stack.start_worker(
-            pool=pool, concurrency=concurrency, events=events, patches=patches
-        )
+        the_stack.start_worker(pool=pool, concurrency=concurrency, events=events, patches=patches)

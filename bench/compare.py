@@ -50,9 +50,7 @@ def main() -> None:
                 used += per_variant
                 common.run_refunds(stack, common.refund_requests(batch[:100], f"w{used}"))
                 noop = common.run_noop(stack, args.noops)
-                refunds = common.run_refunds(
-                    stack, common.refund_requests(batch[100:], f"v{used}")
-                )
+                refunds = common.run_refunds(stack, common.refund_requests(batch[100:], f"v{used}"))
                 stack.stop_workers()
                 stack.reset_broker()
                 runs[variant].append({"noop": noop, "refunds": refunds})

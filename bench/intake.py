@@ -194,7 +194,8 @@ def main() -> None:
                         "seconds": result["seconds"],
                         "client_cpu_ms": round(1000 * client_cpu / made["lines"], 3),
                         "pg_cpu_ms": round(1000 * meter.seconds["postgres"] / made["lines"], 3)
-                        if path == "api" else None,
+                        if path == "api"
+                        else None,
                         "machine_cores": meter.cores()["machine"],
                         "check": "ok" if not problems else "; ".join(problems),
                         **result,

@@ -79,9 +79,18 @@ def main() -> None:
     for row in rows:
         row["speedup"] = round(row["refunds_per_s"] / base, 2)
         row["limit"] = _limit(row, common.parse_layout(row["what"])[1], cpus)
-    columns = ["what", "refunds_per_s", "speedup", "worker_cores", "simulator_cores",
-               "postgres_cores", "others_cores", "machine_cores", "worker_cpu_ms",
-               "limit"]
+    columns = [
+        "what",
+        "refunds_per_s",
+        "speedup",
+        "worker_cores",
+        "simulator_cores",
+        "postgres_cores",
+        "others_cores",
+        "machine_cores",
+        "worker_cpu_ms",
+        "limit",
+    ]
     common.print_table(
         f"scale-out ({args.payment}, notify, latency {args.latency_ms:g} ms, "
         f"{args.refunds} refunds, medians of {args.repeat}) on {cpus} cores",
