@@ -224,8 +224,8 @@ class MagentoCallView(_Frozen):
     created_at: datetime
 
 
-class RefundView(_Frozen):
-    """A refund as ``refund-worker status --json`` and the HTTP API show it."""
+class RefundSummary(_Frozen):
+    """A refund without its Magento calls: a row of a list."""
 
     id: str
     idempotency_key: str
@@ -242,6 +242,11 @@ class RefundView(_Frozen):
     notification_error: str | None
     created_at: datetime
     updated_at: datetime
+
+
+class RefundView(RefundSummary):
+    """A refund as ``refund-worker status --json`` and the HTTP API show it."""
+
     calls: list[MagentoCallView] = Field(default_factory=list)
 
     def summary(self) -> dict[str, Any]:

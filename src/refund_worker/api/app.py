@@ -52,7 +52,6 @@ from refund_worker.api.schemas import (
     FieldError,
     Health,
     RefundList,
-    RefundSummary,
     ReplayRequest,
 )
 from refund_worker.db import Database
@@ -60,7 +59,13 @@ from refund_worker.errors import IdempotencyConflict
 from refund_worker.intake import IntakeRejection
 from refund_worker.queries import find_refund, refund_view, to_view
 from refund_worker.replay import NotificationPublisher, RefundFilter, replay, select_refunds
-from refund_worker.schemas import RefundReceipt, RefundRequest, RefundStatus, RefundView
+from refund_worker.schemas import (
+    RefundReceipt,
+    RefundRequest,
+    RefundStatus,
+    RefundSummary,
+    RefundView,
+)
 from refund_worker.settings import ApiKey, Settings
 
 log = logging.getLogger(__name__)
@@ -388,7 +393,8 @@ def list_refunds(
     )
     with api.database.session_scope() as session:
         views = [to_view(row) for row in select_refunds(session, refund_filter)]
-    listing = RefundList(refunds=[RefundSummary.of(view) for view in views], limit=limit)
+    summaries = [RefundSummary.model_validate(view.summary()) for view in views]
+    listing = RefundList(refunds=summaries, limit=limit)
     return JSONResponse(listing.model_dump(mode="json"))
 
 

@@ -6,16 +6,13 @@ The refund request itself is ``refund_worker.schemas.RefundRequest``; receipts a
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, StrictBool, StringConstraints
 
 from refund_worker.schemas import (
-    NotificationStatus,
     RefundReceipt,
-    RefundStatus,
-    RefundView,
+    RefundSummary,
 )
 
 #: Refunds per ``POST /v1/refunds:batch``.
@@ -56,31 +53,6 @@ class BatchResponse(BaseModel):
     duplicates: int
     rejected: int
     results: list[BatchItemResult]
-
-
-class RefundSummary(BaseModel):
-    """A refund in a list: the ``RefundView`` without its Magento calls."""
-
-    id: str
-    idempotency_key: str
-    order_id: int
-    invoice_id: int | None
-    status: RefundStatus
-    service_requested: str
-    service: str | None
-    creditmemo_id: int | None
-    attempts: int
-    last_error: str | None
-    outcome: str | None
-    notification_status: NotificationStatus
-    notification_error: str | None
-    created_at: datetime
-    updated_at: datetime
-
-    @classmethod
-    def of(cls, view: RefundView) -> RefundSummary:
-        """The summary of a full view."""
-        return cls.model_validate(view.summary())
 
 
 class RefundList(BaseModel):
