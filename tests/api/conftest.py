@@ -12,7 +12,8 @@ from refund_worker.api import create_app, generate_api_key
 from refund_worker.db import Database
 from refund_worker.replay import NotificationPublisher
 from refund_worker.settings import ApiKey
-from tests.api.support import Api, Keys, RecordingPublisher, StartApi, make_settings, serving
+from tests.api.support import Api, Keys, StartApi, make_settings, serving
+from tests.fakes import RecordingPublisher
 
 
 @pytest.fixture(scope="session")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -17,28 +17,6 @@ from sqlalchemy import func, select
 from refund_worker.db import Database
 from refund_worker.models import Refund
 from refund_worker.settings import ApiKey, Settings
-
-
-class RecordingPublisher:
-    """Records what would be published; ``failing = True`` makes it fail like a broker down."""
-
-    def __init__(self) -> None:
-        self.refunds: list[str] = []
-        self.notifications: list[str] = []
-        self.failing = False
-        self._lock = threading.Lock()
-
-    def publish_refunds(self, refund_ids: Sequence[str]) -> None:
-        self._publish(self.refunds, refund_ids)
-
-    def publish_notifications(self, refund_ids: Sequence[str]) -> None:
-        self._publish(self.notifications, refund_ids)
-
-    def _publish(self, target: list[str], refund_ids: Sequence[str]) -> None:
-        if self.failing:
-            raise ConnectionRefusedError("redis://:hunter2@broker:6379/0 refused")
-        with self._lock:
-            target.extend(refund_ids)
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,8 @@ from refund_worker.db import Database
 from refund_worker.errors import DatabaseUnavailable, IdempotencyConflict
 from refund_worker.intake import IntakeRejection
 from refund_worker.schemas import RefundReceipt, RefundRequest
-from tests.api.support import Api, RecordingPublisher, refund
+from tests.api.support import Api, refund
+from tests.fakes import RecordingPublisher
 
 
 def _request(key: str, order_id: int = 42) -> RefundRequest:

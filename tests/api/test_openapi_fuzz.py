@@ -24,7 +24,8 @@ from schemathesis.checks import (
 
 from refund_worker.api import create_app
 from refund_worker.db import Database
-from tests.api.support import Api, Keys, RecordingPublisher, make_settings
+from tests.api.support import Api, Keys, make_settings
+from tests.fakes import RecordingPublisher
 
 
 def _document() -> dict[str, Any]:

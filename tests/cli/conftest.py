@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import json
 import os
-import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -22,28 +21,7 @@ from refund_worker.db import Database, database_for, upgrade
 from refund_worker.intake import IntakeRejection, enqueue_refunds, validate_request
 from refund_worker.models import MagentoCall, Refund, RefundEvent
 from refund_worker.settings import get_settings
-
-
-class RecordingPublisher:
-    """Records what would be published; ``failing = True`` fails like a broker that is down."""
-
-    def __init__(self) -> None:
-        self.refunds: list[str] = []
-        self.notifications: list[str] = []
-        self.failing = False
-        self._lock = threading.Lock()
-
-    def publish_refunds(self, refund_ids: Sequence[str]) -> None:
-        self._publish(self.refunds, refund_ids)
-
-    def publish_notifications(self, refund_ids: Sequence[str]) -> None:
-        self._publish(self.notifications, refund_ids)
-
-    def _publish(self, target: list[str], refund_ids: Sequence[str]) -> None:
-        if self.failing and refund_ids:
-            raise ConnectionRefusedError("redis://:hunter2@broker:6379/0 refused")
-        with self._lock:
-            target.extend(refund_ids)
+from tests.fakes import RecordingPublisher
 
 
 @dataclass
