@@ -78,8 +78,14 @@ def database_url(request: pytest.FixtureRequest) -> str:
     return str(request.getfixturevalue("pg_url"))
 
 
-#: Databases 9-15 of the machine's Redis are the tests'; each test flushes its own before and after.
-_redis_dbs = itertools.cycle(range(9, 16))
+def _test_redis_dbs() -> range:
+    """Databases 9-15 of the machine's Redis are the tests' (``REFUND_WORKER_TEST_REDIS_DBS=2-8``
+    gives a second suite run its own); each test flushes its own before and after."""
+    first, _, last = os.environ.get("REFUND_WORKER_TEST_REDIS_DBS", "9-15").partition("-")
+    return range(int(first), int(last or first) + 1)
+
+
+_redis_dbs = itertools.cycle(_test_redis_dbs())
 
 
 @pytest.fixture(scope="session")

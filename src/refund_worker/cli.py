@@ -223,8 +223,8 @@ def enqueue(source: IO[str], as_json: bool) -> None:
 def _report_line(
     number: int, receipt: dict[str, Any] | None, error: str | None, as_json: bool
 ) -> None:
-    if as_json:
-        click.echo(json.dumps({"line": number, "receipt": receipt, "error": error}))
+    if as_json:  # not click.echo: it flushes every line, a system call each for 100,000 lines
+        sys.stdout.write(json.dumps({"line": number, "receipt": receipt, "error": error}) + "\n")
     elif error is not None:
         err_console.print(f"line {number}: refused: {error}", markup=False, highlight=False)
     else:

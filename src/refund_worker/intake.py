@@ -8,15 +8,17 @@ sweeper publishes them.
 
 from __future__ import annotations
 
+import functools
 import json
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from pydantic import ValidationError
-from sqlalchemy import insert, select, update
+from sqlalchemy import ARRAY, String, Table, any_, bindparam, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
 
 from refund_worker.db import Database
 from refund_worker.errors import IdempotencyConflict, InvalidRefund, RefundWorkerError
@@ -146,37 +148,15 @@ def _enqueue_batch(
         rows.append(_row(request, hashes[position], now, created_by))
 
     with database.session_scope() as session:
-        dialect = session.get_bind().dialect.name
-        insert_fn = postgresql.insert if dialect == "postgresql" else sqlite.insert
-        inserted = (
-            set(
-                session.scalars(
-                    insert_fn(Refund)
-                    .on_conflict_do_nothing(index_elements=["idempotency_key"])
-                    .returning(Refund.id),
-                    rows,
-                ).all()
-            )
-            if dialect in ("postgresql", "sqlite")
-            else _insert_portably(session, rows)
-        )
-        existing = {
-            key: (refund_id, payload_hash, status)
-            for key, refund_id, payload_hash, status in session.execute(
-                select(Refund.idempotency_key, Refund.id, Refund.payload_hash, Refund.status).where(
-                    Refund.idempotency_key.in_(list(first_by_key))
-                )
-            )
-        }
+        if session.get_bind().dialect.name == "postgresql":
+            inserted, existing = _store_with_arrays(session, rows, list(first_by_key))
+        else:
+            inserted, existing = _store_with_orm(session, rows, list(first_by_key))
     new_ids = [row["id"] for row in rows if row["id"] in inserted]
     if new_ids:
         publisher.publish_refunds(new_ids)
         with database.session_scope() as session:
-            session.execute(
-                update(Refund)
-                .where(Refund.id.in_(new_ids), Refund.status == RefundStatus.RECEIVED.value)
-                .values(status=RefundStatus.QUEUED.value, published_at=utcnow())
-            )
+            _mark_queued(session, new_ids)
 
     results: list[RefundReceipt | IntakeRejection] = []
     for position, request in enumerate(batch):
@@ -205,6 +185,92 @@ def _enqueue_batch(
             )
         )
     return results
+
+
+#: (refund id, payload hash, status) of each stored idempotency key of a batch.
+_Stored = dict[str, tuple[str, str, str]]
+
+_refunds = cast(Table, Refund.__table__)
+#: Marks the batch's published rows queued; ``= ANY(array)`` keeps the SQL text the same for any
+#: batch size, so it is parsed and planned once (an ``IN`` list of 500 would be new text each time).
+_MARK_QUEUED = (
+    update(_refunds)
+    .where(
+        _refunds.c.id == any_(bindparam("ids", type_=ARRAY(String))),
+        _refunds.c.status == RefundStatus.RECEIVED.value,
+    )
+    .values(status=RefundStatus.QUEUED.value, published_at=bindparam("now"))
+)
+_LOOKUP_BY_KEYS = select(
+    _refunds.c.idempotency_key, _refunds.c.id, _refunds.c.payload_hash, _refunds.c.status
+).where(_refunds.c.idempotency_key == any_(bindparam("keys", type_=ARRAY(String))))
+
+
+@functools.cache
+def _array_insert_sql(columns: tuple[str, ...]) -> str:
+    """``INSERT .. SELECT FROM unnest(one array per column) ON CONFLICT DO NOTHING RETURNING id``.
+
+    One short text whatever the batch size: psycopg caches and prepares it, where a 500-row
+    ``VALUES`` list is 10,000 placeholders to re-parse and re-plan on every batch. Arrays are sent
+    binary (``%b``), so no element is escaped as text.
+    """
+    dialect = postgresql.dialect()  # type: ignore[no-untyped-call]
+    arrays = ", ".join(
+        f"%({name})b::{_refunds.c[name].type.compile(dialect=dialect)}[]" for name in columns
+    )
+    names = ", ".join(columns)  # our own table's column names: no input reaches this text
+    insert_into = f"INSERT INTO {_refunds.name} ({names}) SELECT {names} "
+    return (
+        f"{insert_into}FROM unnest({arrays}) AS batch({names}) "
+        "ON CONFLICT (idempotency_key) DO NOTHING RETURNING id"
+    )
+
+
+def _store_with_arrays(
+    session: Session, rows: list[dict[str, Any]], keys: list[str]
+) -> tuple[set[str], _Stored]:
+    """PostgreSQL: insert the rows whose key is new, then read back every key of the batch."""
+    columns = tuple(rows[0])
+    arrays = {name: [row[name] for row in rows] for name in columns}
+    connection = session.connection()
+    inserted = set(connection.exec_driver_sql(_array_insert_sql(columns), arrays).scalars())
+    return inserted, _lookup(connection.execute(_LOOKUP_BY_KEYS, {"keys": keys}))
+
+
+def _store_with_orm(
+    session: Session, rows: list[dict[str, Any]], keys: list[str]
+) -> tuple[set[str], _Stored]:
+    """SQLite (and a portable fallback): a multi-row insert that skips stored keys."""
+    dialect = session.get_bind().dialect.name
+    if dialect == "sqlite":
+        statement = (
+            sqlite.insert(Refund)
+            .on_conflict_do_nothing(index_elements=["idempotency_key"])
+            .returning(Refund.id)
+        )
+        inserted = set(session.scalars(statement, rows).all())
+    else:
+        inserted = _insert_portably(session, rows)
+    lookup = select(Refund.idempotency_key, Refund.id, Refund.payload_hash, Refund.status).where(
+        Refund.idempotency_key.in_(keys)
+    )
+    return inserted, _lookup(session.execute(lookup))
+
+
+def _mark_queued(session: Session, refund_ids: list[str]) -> None:
+    """``received`` → ``queued`` for the rows just published (a sweeper may have been quicker)."""
+    if session.get_bind().dialect.name == "postgresql":
+        session.connection().execute(_MARK_QUEUED, {"ids": refund_ids, "now": utcnow()})
+        return
+    session.connection().execute(
+        update(_refunds)
+        .where(_refunds.c.id.in_(refund_ids), _refunds.c.status == RefundStatus.RECEIVED.value)
+        .values(status=RefundStatus.QUEUED.value, published_at=utcnow())
+    )
+
+
+def _lookup(result: Any) -> _Stored:
+    return {key: (refund_id, digest, status) for key, refund_id, digest, status in result}
 
 
 def _row(

@@ -6,6 +6,7 @@ once and never turned into a float inside the worker.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from datetime import datetime
@@ -190,6 +191,10 @@ class RefundRequest(_Frozen):
 
     def canonical_json(self) -> str:
         """The request as stable JSON: what is stored, and what the payload hash is taken of."""
+        return self._canonical_json
+
+    @functools.cached_property
+    def _canonical_json(self) -> str:  # computed once: hashed, then stored
         return json.dumps(
             self.model_dump(mode="json", exclude_none=True), sort_keys=True, separators=(",", ":")
         )
