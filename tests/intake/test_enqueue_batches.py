@@ -69,7 +69,8 @@ def test_every_new_key_is_stored_once_and_published_once(
         assert isinstance(result, RefundReceipt)
         row = rows[sent.idempotency_key]
         assert row.id == result.refund_id
-        assert row.status == RefundStatus.QUEUED.value and row.published_at is not None
+        assert row.status == RefundStatus.QUEUED.value
+        assert row.published_at is not None
         assert RefundRequest.model_validate_json(row.request_json) == sent
         assert (row.order_id, row.invoice_id, row.store_code) == (
             sent.order_id,
@@ -111,10 +112,12 @@ def test_repeats_and_conflicts_within_and_across_batches(
     ]
     assert kinds == ["new", "duplicate", "duplicate", "conflict", "new", "conflict"]
     rejection = second[3]
-    assert isinstance(rejection, IntakeRejection) and rejection.index == 3
+    assert isinstance(rejection, IntakeRejection)
+    assert rejection.index == 3
     assert isinstance(rejection.error, IdempotencyConflict)
     assert "idempotency_key: 'b'" in str(rejection.error)
-    assert isinstance(second[5], IntakeRejection) and second[5].index == 5
+    assert isinstance(second[5], IntakeRejection)
+    assert second[5].index == 5
     with database.session_scope() as session:
         assert session.scalar(select(func.count()).select_from(Refund)) == 4
     assert len(publisher.refunds) == len(set(publisher.refunds)) == 4
@@ -129,6 +132,7 @@ def test_a_failed_publish_leaves_the_rows_received_for_the_sweeper(database: Dat
 
     publisher.failing = False
     again = enqueue_refunds([request("x")], database=database, publisher=publisher)
-    assert isinstance(again[0], RefundReceipt) and again[0].duplicate
+    assert isinstance(again[0], RefundReceipt)
+    assert again[0].duplicate
     assert again[0].status is RefundStatus.RECEIVED
     assert publisher.refunds == []
