@@ -41,7 +41,7 @@ def varied(index: int) -> RefundRequest:
         fields["store_code"] = "fr"
     if index % 5 == 0:
         fields["notify_customer"] = True
-        fields["comment"] = "Ré'sumé \"quoted\" \\ back\nslash, {braces} ☃"
+        fields["comment"] = 'Ré\'sumé "quoted" \\ back\nslash, {braces} ☃'
     if index % 7 == 0:
         fields["adjustment_positive"] = Decimal("1.2345")
     return request(f"key-{index}", order_id=index + 1, **fields)
@@ -86,9 +86,7 @@ def test_repeats_and_conflicts_within_and_across_batches(
 ) -> None:
     monkeypatch.setattr(intake, "BATCH_SIZE", 4)
     publisher = RecordingPublisher()
-    first = enqueue_refunds(
-        [request("a"), request("b")], database=database, publisher=publisher
-    )
+    first = enqueue_refunds([request("a"), request("b")], database=database, publisher=publisher)
     assert [r.duplicate for r in first if isinstance(r, RefundReceipt)] == [False, False]
 
     second = enqueue_refunds(
@@ -105,9 +103,7 @@ def test_repeats_and_conflicts_within_and_across_batches(
     )
 
     kinds = [
-        "conflict"
-        if isinstance(r, IntakeRejection)
-        else ("duplicate" if r.duplicate else "new")
+        "conflict" if isinstance(r, IntakeRejection) else ("duplicate" if r.duplicate else "new")
         for r in second
     ]
     assert kinds == ["new", "duplicate", "duplicate", "conflict", "new", "conflict"]
