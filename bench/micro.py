@@ -1,7 +1,7 @@
 """Micro-benchmarks behind two proposed changes: CPU per HTTP call and per published message.
 
-* ``http``: ``MagentoClient.get_order`` (httpx) against urllib3's pool, ``--threads`` threads
-  sharing one client, as in a worker; process CPU per call.
+* ``http``: ``MagentoClient.get_order`` (httpx's transport, then ``LeanTransport``) against
+  urllib3's pool, ``--threads`` threads sharing one client, as in a worker; process CPU per call.
 * ``publish``: ``tasks._publish`` (``send_task`` per id in ``producer.batch()``) against the
   ``publish-prebuilt`` patch, into a Redis db of our own; CPU per message.
 
@@ -50,12 +50,16 @@ def _threads(call: Callable[[], Any], threads: int, calls: int) -> float:
 
 def http(args: argparse.Namespace) -> list[dict[str, Any]]:
     from refund_worker.magento import BearerAuth, MagentoClient
+    from refund_worker.magento.transport import LeanTransport
     from refund_worker.simulator.testing import simulator_process
 
     with simulator_process(seed=None, extra_args=["--token", common.TOKEN]) as simulator:
         order_id = common.create_orders(simulator, 1)[0][0]
         path = f"/rest/default/V1/orders/{order_id}"
         client = MagentoClient(simulator.url, auth=BearerAuth(common.TOKEN))
+        lean = MagentoClient(
+            simulator.url, auth=BearerAuth(common.TOKEN), transport=LeanTransport()
+        )
         pool = urllib3.HTTPConnectionPool("127.0.0.1", simulator.port, maxsize=args.threads)
         headers = {"Authorization": f"Bearer {common.TOKEN}"}
         plain = httpx.Client(base_url=simulator.url, headers=headers)
@@ -65,6 +69,7 @@ def http(args: argparse.Namespace) -> list[dict[str, Any]]:
 
         rows = [
             ("MagentoClient.get_order (httpx)", lambda: client.get_order(order_id)),
+            ("MagentoClient.get_order (lean transport)", lambda: lean.get_order(order_id)),
             ("httpx.Client.get + json", lambda: json.loads(plain.get(path).content)),
             ("urllib3 pool + json", with_urllib3),
         ]

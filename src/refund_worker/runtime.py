@@ -3,18 +3,16 @@
 from __future__ import annotations
 
 import contextvars
-import ssl
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
-import httpcore
 import httpx
 import redis
 
 from refund_worker.db import Database
 from refund_worker.magento import BearerAuth, CallRecord, MagentoClient, OAuth1Auth
+from refund_worker.magento.transport import LeanTransport
 from refund_worker.notifications import NotificationService
 from refund_worker.ratelimit import CallLimiter, NoLimit, RedisCallLimiter
 from refund_worker.refunds import MagentoAPI, RefundService
@@ -48,87 +46,6 @@ def magento_auth(settings: Settings) -> httpx.Auth:
     )
 
 
-class _WholeRequestStream(httpcore.NetworkStream):
-    """Holds what is written until the response is read, then sends it in one write.
-
-    A request then reaches the kernel whole or not at all: a worker killed while sending never
-    leaves headers without their body. Magento reads a missing body as "no parameters", and
-    RefundOrder without parameters refunds the whole order, without our marker; a front end
-    that buffers request bodies (nginx's default) never passes such a request on, one that
-    does not would.
-    """
-
-    def __init__(self, stream: httpcore.NetworkStream) -> None:
-        self._stream = stream
-        self._pending: list[bytes] = []
-
-    def write(self, buffer: bytes, timeout: float | None = None) -> None:
-        self._pending.append(buffer)
-
-    def _flush(self, timeout: float | None) -> None:
-        if self._pending:
-            data = b"".join(self._pending)
-            self._pending.clear()
-            self._stream.write(data, timeout)
-
-    def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
-        self._flush(timeout)
-        return self._stream.read(max_bytes, timeout)
-
-    def close(self) -> None:
-        self._pending.clear()
-        self._stream.close()
-
-    def start_tls(
-        self,
-        ssl_context: ssl.SSLContext,
-        server_hostname: str | None = None,
-        timeout: float | None = None,
-    ) -> httpcore.NetworkStream:
-        self._flush(timeout)
-        return _WholeRequestStream(self._stream.start_tls(ssl_context, server_hostname, timeout))
-
-    def get_extra_info(self, info: str) -> Any:
-        return self._stream.get_extra_info(info)
-
-
-class _WholeRequestBackend(httpcore.NetworkBackend):
-    """httpcore's synchronous sockets, each wrapped in a :class:`_WholeRequestStream`."""
-
-    def __init__(self) -> None:
-        self._backend = httpcore.SyncBackend()
-
-    def connect_tcp(
-        self,
-        host: str,
-        port: int,
-        timeout: float | None = None,
-        local_address: str | None = None,
-        socket_options: Iterable[Any] | None = None,
-    ) -> httpcore.NetworkStream:
-        stream = self._backend.connect_tcp(host, port, timeout, local_address, socket_options)
-        return _WholeRequestStream(stream)
-
-    def connect_unix_socket(
-        self, path: str, timeout: float | None = None, socket_options: Iterable[Any] | None = None
-    ) -> httpcore.NetworkStream:
-        stream = self._backend.connect_unix_socket(path, timeout, socket_options)
-        return _WholeRequestStream(stream)
-
-    def sleep(self, seconds: float) -> None:
-        self._backend.sleep(seconds)
-
-
-class WholeRequestTransport(httpx.HTTPTransport):
-    """httpx's transport, sending every request in a single write (see ``_WholeRequestStream``)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self._pool = httpcore.ConnectionPool(
-            ssl_context=httpx.create_ssl_context(), network_backend=_WholeRequestBackend()
-        )
-
-
 @dataclass
 class Runtime:
     """Everything a worker process needs, built once per process."""
@@ -142,7 +59,9 @@ class Runtime:
 
     @classmethod
     def from_settings(cls, settings: Settings, *, limiter: CallLimiter | None = None) -> Runtime:
-        """Wire the services; one shared HTTP connection pool, calls recorded per attempt."""
+        """Wire the services; one shared HTTP client (a kept-alive connection per thread, each
+        request sent in one write: see :mod:`refund_worker.magento.transport`), calls recorded
+        per attempt."""
         settings.require_magento()
         database = Database.from_url(settings.database_url)
         client = MagentoClient(
@@ -150,7 +69,7 @@ class Runtime:
             auth=magento_auth(settings),
             store_code=settings.magento_store_code,
             timeout=settings.magento_timeout,
-            transport=WholeRequestTransport(),
+            transport=LeanTransport(),
             on_call=_record,
         )
         if limiter is None:

@@ -4,51 +4,66 @@ parameters: refund the whole order, without our marker)."""
 
 from __future__ import annotations
 
-import httpcore
+import json
+import socket
+from typing import Any
+
 import pytest
 
 from refund_worker.errors import MagentoUnavailable
 from refund_worker.magento import BearerAuth, MagentoClient
-from refund_worker.runtime import WholeRequestTransport, _WholeRequestStream
+from refund_worker.magento.transport import LeanTransport
 from refund_worker.simulator import SimulatorState
 from refund_worker.simulator.testing import running_simulator
 
 
-class Recording(httpcore.NetworkStream):
-    def __init__(self) -> None:
-        self.writes: list[bytes] = []
-        self.closed = False
+def test_the_request_line_headers_and_body_leave_in_one_sendall(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    state = SimulatorState(tokens={"t": None})
+    writes: list[bytes] = []
+    with running_simulator(state) as sim:
+        sendall, send = socket.socket.sendall, socket.socket.send
 
-    def write(self, buffer: bytes, timeout: float | None = None) -> None:
-        self.writes.append(buffer)
+        def ours(sock: socket.socket) -> bool:
+            try:
+                peer = sock.getpeername()
+            except OSError:
+                return False
+            return isinstance(peer, tuple) and peer[1] == sim.port
 
-    def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
-        return b"HTTP/1.1 200 OK\r\n"
+        def recording_sendall(sock: socket.socket, data: bytes, *args: Any) -> None:
+            if ours(sock):
+                writes.append(bytes(data))
+            sendall(sock, data, *args)
 
-    def close(self) -> None:
-        self.closed = True
+        def recording_send(sock: socket.socket, data: bytes, *args: Any) -> int:
+            if ours(sock):
+                writes.append(b"send:" + bytes(data))
+            return send(sock, data, *args)
 
-
-def test_writes_wait_for_the_first_read_and_leave_together() -> None:
-    inner = Recording()
-    stream = _WholeRequestStream(inner)
-    stream.write(b"POST /rest/V1/order/7/refund HTTP/1.1\r\nContent-Length: 2\r\n\r\n")
-    stream.write(b"{}")
-    assert inner.writes == []  # killed here: nothing was sent
-    assert stream.read(100) == b"HTTP/1.1 200 OK\r\n"
-    assert inner.writes == [b"POST /rest/V1/order/7/refund HTTP/1.1\r\nContent-Length: 2\r\n\r\n{}"]
-    stream.read(100)
-    assert len(inner.writes) == 1
-    stream.write(b"unsent")
-    stream.close()
-    assert inner.closed
-    assert len(inner.writes) == 1
+        monkeypatch.setattr(socket.socket, "sendall", recording_sendall)
+        monkeypatch.setattr(socket.socket, "send", recording_send)
+        with MagentoClient(
+            sim.url, auth=BearerAuth("t"), timeout=2, transport=LeanTransport()
+        ) as client:
+            order = state.add_order({"payment_method": "checkmo",
+                                     "items": [{"sku": "A", "qty": 2, "price": 5}]})
+            body = {"items": [{"order_item_id": order["items"][0]["item_id"], "qty": 1}],
+                    "comment": {"comment": "[refund-worker:x]", "is_visible_on_front": 0}}
+            memo_id = client.refund_order(order["order_id"], body)
+    assert state.creditmemo(memo_id)["comments"][0]["comment"] == "[refund-worker:x]"
+    [request] = writes
+    head, _, sent = request.partition(b"\r\n\r\n")
+    assert head.startswith(f"POST /rest/default/V1/order/{order['order_id']}/refund ".encode())
+    assert f"\r\nContent-Length: {len(sent)}\r\n".encode() in head + b"\r\n"
+    assert json.loads(sent) == body
 
 
 def test_the_magento_client_works_over_it_and_still_maps_failures() -> None:
     state = SimulatorState(tokens={"t": None})
     with running_simulator(state) as sim, MagentoClient(
-        sim.url, auth=BearerAuth("t"), timeout=2, transport=WholeRequestTransport()
+        sim.url, auth=BearerAuth("t"), timeout=2, transport=LeanTransport()
     ) as client:
         order = state.add_order({"payment_method": "checkmo",
                                  "items": [{"sku": "A", "qty": 2, "price": 5}]})
