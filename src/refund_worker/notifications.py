@@ -17,22 +17,43 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import update
+from sqlalchemy import Table, select, update
 
 from refund_worker.db import Database, rowcount
 from refund_worker.errors import MagentoRateLimited, PermanentError, RetryableError
 from refund_worker.magento import CallRecord
-from refund_worker.models import MagentoCall, Refund, utcnow
+from refund_worker.models import Refund, utcnow
 from refund_worker.ratelimit import CallLimiter, NoLimit
-from refund_worker.refunds import AttemptResult, ClientFactory, backoff_seconds
+from refund_worker.refunds import (
+    AttemptResult,
+    ClientFactory,
+    backoff_seconds,
+    lease_covers_call,
+    record_calls,
+)
 from refund_worker.schemas import NotificationStatus, RefundStatus
 from refund_worker.settings import Settings
 
 log = logging.getLogger(__name__)
 
 _SENDABLE = frozenset({NotificationStatus.PENDING, NotificationStatus.RETRYING})
+
+_refunds = cast(Table, Refund.__table__)  # Core statements: no ORM instances
+
+#: The columns an email claim reads.
+_CLAIM_READ = select(
+    _refunds.c.status,
+    _refunds.c.creditmemo_id,
+    _refunds.c.request_json,
+    _refunds.c.version,
+    _refunds.c.notification_status,
+    _refunds.c.notification_attempts,
+    _refunds.c.notification_error,
+    _refunds.c.notification_lease_expires_at,
+    _refunds.c.notification_next_at,
+)
 
 
 @dataclass(frozen=True)
@@ -43,6 +64,8 @@ class _EmailClaim:
     attempt: int
     version: int  # the row's version after the claim: every later write is fenced by it
     last_error: str | None
+    #: The clock reading the lease was granted from: it expires at claimed_at + lease_seconds.
+    claimed_at: datetime
 
 
 class NotificationService:
@@ -146,14 +169,14 @@ class NotificationService:
     def _claim(self, refund_id: str) -> _EmailClaim | AttemptResult:
         now = self.clock()
         with self.database.session_scope() as session:
-            row = session.get(Refund, refund_id)
+            connection = session.connection()
+            row = connection.execute(_CLAIM_READ.where(_refunds.c.id == refund_id)).first()
             if row is None or row.status != RefundStatus.SUCCEEDED or row.creditmemo_id is None:
                 return AttemptResult(refund_id, "skipped", "no succeeded refund to notify about")
             status = NotificationStatus(row.notification_status)
             lease_expired = status is NotificationStatus.SENDING and not (
                 row.notification_lease_expires_at and row.notification_lease_expires_at > now
             )
-            creditmemo_id = row.creditmemo_id
             if status not in _SENDABLE and not lease_expired:
                 return AttemptResult(refund_id, status, f"notification is {status.value}")
             if (
@@ -165,46 +188,66 @@ class NotificationService:
             try:
                 store = _store_code(row.request_json)
             except ValueError as exc:
-                row.notification_status = NotificationStatus.FAILED.value
-                row.notification_error = f"stored request cannot be read: {exc}"
-                row.version += 1
+                failed = connection.execute(
+                    update(_refunds)
+                    .where(_refunds.c.id == refund_id, _refunds.c.version == row.version)
+                    .values(
+                        notification_status=NotificationStatus.FAILED.value,
+                        notification_error=f"stored request cannot be read: {exc}",
+                        version=_refunds.c.version + 1,
+                    )
+                )
+                if rowcount(failed) != 1:
+                    return AttemptResult(refund_id, "skipped", "claimed by another worker first")
                 return AttemptResult(
                     refund_id, NotificationStatus.FAILED, "stored request unreadable"
                 )
-            version = row.version
             attempt = row.notification_attempts + 1
             # An expired lease means a worker died mid-send: treat it as a later attempt.
             if lease_expired:
                 attempt = max(attempt, 2)
             claimed = rowcount(
-                session.execute(
-                    update(Refund)
-                    .where(Refund.id == refund_id, Refund.version == version)
+                connection.execute(
+                    update(_refunds)
+                    .where(_refunds.c.id == refund_id, _refunds.c.version == row.version)
                     .values(
                         notification_status=NotificationStatus.SENDING.value,
                         notification_attempts=attempt,
                         notification_lease_expires_at=now
                         + timedelta(seconds=self.settings.lease_seconds),
-                        version=Refund.version + 1,
+                        version=_refunds.c.version + 1,
                     )
                 )
             )
             if claimed != 1:
                 return AttemptResult(refund_id, "skipped", "claimed by another worker first")
             return _EmailClaim(
-                refund_id, creditmemo_id, store, attempt, version + 1, row.notification_error
+                refund_id,
+                row.creditmemo_id,
+                store,
+                attempt,
+                row.version + 1,
+                row.notification_error,
+                claimed_at=now,
             )
 
     def _renew_lease(self, claim: _EmailClaim) -> bool:
-        """Extend the lease right before the send; False if another worker took the email over."""
-        until = self.clock() + timedelta(seconds=self.settings.lease_seconds)
+        """Extend the lease right before the send; False if another worker took the email over.
+
+        A claim made less than a Magento timeout ago (``lease_covers_call``) still has nearly all
+        of its lease, so it is not renewed.
+        """
+        now = self.clock()
+        if lease_covers_call(self.settings, claim.claimed_at, now):
+            return True
+        until = now + timedelta(seconds=self.settings.lease_seconds)
         with self.database.session_scope() as session:
-            renewed = session.execute(
-                update(Refund)
+            renewed = session.connection().execute(
+                update(_refunds)
                 .where(
-                    Refund.id == claim.refund_id,
-                    Refund.version == claim.version,
-                    Refund.notification_status == NotificationStatus.SENDING.value,
+                    _refunds.c.id == claim.refund_id,
+                    _refunds.c.version == claim.version,
+                    _refunds.c.notification_status == NotificationStatus.SENDING.value,
                 )
                 .values(notification_lease_expires_at=until)
             )
@@ -225,32 +268,20 @@ class NotificationService:
             "notification_status": status.value,
             "notification_error": error,
             "notification_lease_expires_at": None,
-            "version": Refund.version + 1,
+            "version": _refunds.c.version + 1,
         }
         if retry_in is not None:
             values["notification_next_at"] = now + timedelta(seconds=retry_in)
             values["notification_published_at"] = now
         with self.database.session_scope() as session:
             recorded = rowcount(
-                session.execute(
-                    update(Refund)
-                    .where(Refund.id == claim.refund_id, Refund.version == claim.version)
+                session.connection().execute(
+                    update(_refunds)
+                    .where(_refunds.c.id == claim.refund_id, _refunds.c.version == claim.version)
                     .values(**values)
                 )
             )
-            session.add_all(
-                MagentoCall(
-                    refund_id=claim.refund_id,
-                    attempt=claim.attempt,
-                    operation=call.operation,
-                    method=call.method,
-                    path=call.path[:255],
-                    http_status=call.http_status,
-                    duration_ms=call.duration_ms,
-                    error=call.error,
-                )
-                for call in calls
-            )
+            record_calls(session, claim.refund_id, claim.attempt, calls)
         if not recorded:
             log.warning(
                 "refund %s: notification changed while sending; the next owner decides",

@@ -23,10 +23,10 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from pydantic import ValidationError
-from sqlalchemy import delete, func, update
+from sqlalchemy import Table, delete, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -55,6 +55,26 @@ log = logging.getLogger(__name__)
 
 #: How long a refund waits for another refund of the same order to finish.
 ORDER_BUSY_DELAY = 2.0
+
+# Tables for Core statements (no ORM instances, identity map or session synchronization).
+_refunds = cast(Table, Refund.__table__)
+_order_locks = cast(Table, OrderLock.__table__)
+_magento_calls = cast(Table, MagentoCall.__table__)
+_refund_events = cast(Table, RefundEvent.__table__)
+
+#: The columns a claim reads.
+_CLAIM_READ = select(
+    _refunds.c.status,
+    _refunds.c.order_id,
+    _refunds.c.request_json,
+    _refunds.c.attempts,
+    _refunds.c.version,
+    _refunds.c.in_doubt,
+    _refunds.c.lease_expires_at,
+    _refunds.c.next_attempt_at,
+    _refunds.c.first_attempt_at,
+    _refunds.c.last_error,
+)
 
 
 class MagentoAPI(Protocol):
@@ -118,6 +138,8 @@ class _Claim:
     attempt: int
     was_in_doubt: bool
     first_attempt_at: datetime
+    #: The clock reading the lease was granted from: it expires at claimed_at + lease_seconds.
+    claimed_at: datetime
     #: Past ``max_attempts`` with the outcome still unknown: only look for the marker.
     reconcile_only: bool = False
     last_error: str | None = None
@@ -188,7 +210,8 @@ class RefundService:
     def _claim(self, refund_id: str) -> _Claim | AttemptResult:
         now = self.clock()
         with self.database.session_scope() as session:
-            row = session.get(Refund, refund_id)
+            connection = session.connection()
+            row = connection.execute(_CLAIM_READ.where(_refunds.c.id == refund_id)).first()
             if row is None:
                 return AttemptResult(refund_id, "unknown", "no such refund; message dropped")
             if row.status in SETTLED_STATUSES:
@@ -202,65 +225,80 @@ class RefundService:
             try:
                 request = RefundRequest.model_validate_json(row.request_json)
             except ValidationError as exc:
-                self._fail_unreadable(session, row, now, exc)
+                if not self._fail_unreadable(session, refund_id, row.version, now, exc):
+                    return AttemptResult(refund_id, row.status, "claimed by another worker first")
                 return AttemptResult(refund_id, RefundStatus.FAILED, "stored request unreadable")
             token = str(uuid.uuid4())
             lease_until = now + timedelta(seconds=self.settings.lease_seconds)
             was_in_doubt = row.in_doubt or row.status == RefundStatus.PROCESSING
             first_attempt_at = row.first_attempt_at or now
-            attempt, version, marker = row.attempts + 1, row.version, row.marker
-            status, order_id, last_error = row.status, row.order_id, row.last_error
+            attempt = row.attempts + 1
             # The refund row first, then the order lock: every transaction that touches both
             # locks them in this order, so two of them can never deadlock on PostgreSQL.
             claimed = rowcount(
-                session.execute(
-                    update(Refund)
-                    .where(Refund.id == refund_id, Refund.version == version)
+                connection.execute(
+                    update(_refunds)
+                    .where(_refunds.c.id == refund_id, _refunds.c.version == row.version)
                     .values(
                         status=RefundStatus.PROCESSING.value,
-                        attempts=Refund.attempts + 1,
+                        attempts=_refunds.c.attempts + 1,
                         lease_token=token,
                         lease_expires_at=lease_until,
                         in_doubt=True,
                         first_attempt_at=first_attempt_at,
                         last_call_at=now,
-                        version=Refund.version + 1,
+                        version=_refunds.c.version + 1,
                         updated_at=now,
                     )
                 )
             )
             if claimed != 1:
                 session.rollback()
-                return AttemptResult(refund_id, status, "claimed by another worker first")
-            if not _take_order_lock(session, order_id, refund_id, now, lease_until):
+                return AttemptResult(refund_id, row.status, "claimed by another worker first")
+            if not _take_order_lock(session, row.order_id, refund_id, now, lease_until):
                 session.rollback()
                 return AttemptResult(
                     refund_id,
-                    status,
-                    f"order {order_id} has a refund in flight",
+                    row.status,
+                    f"order {row.order_id} has a refund in flight",
                     retry_in=ORDER_BUSY_DELAY * (1 + self.rng.random()),
                 )
             return _Claim(
                 refund_id=refund_id,
                 request=request,
-                marker=marker,
+                marker=marker_for(refund_id),
                 token=token,
                 attempt=attempt,
                 was_in_doubt=was_in_doubt,
                 first_attempt_at=first_attempt_at,
+                claimed_at=now,
                 reconcile_only=attempt > self.settings.max_attempts,
-                last_error=last_error,
+                last_error=row.last_error,
             )
 
     def _fail_unreadable(
-        self, session: Session, row: Refund, now: datetime, exc: ValidationError
-    ) -> None:
+        self,
+        session: Session,
+        refund_id: str,
+        version: int,
+        now: datetime,
+        exc: ValidationError,
+    ) -> bool:
+        """Settle a refund whose stored request cannot be parsed; False if the row changed."""
         fields = ", ".join(".".join(map(str, e["loc"])) or "request" for e in exc.errors())
-        row.status = RefundStatus.FAILED.value
-        row.last_error = f"stored request cannot be processed ({fields}): {exc.errors()[0]['msg']}"
-        row.last_error_kind = "permanent"
-        row.settled_at = now
-        row.version += 1
+        failed = session.connection().execute(
+            update(_refunds)
+            .where(_refunds.c.id == refund_id, _refunds.c.version == version)
+            .values(
+                status=RefundStatus.FAILED.value,
+                last_error=f"stored request cannot be processed ({fields}): "
+                f"{exc.errors()[0]['msg']}",
+                last_error_kind="permanent",
+                settled_at=now,
+                version=_refunds.c.version + 1,
+            )
+        )
+        return rowcount(failed) == 1
 
     # -- step 2: act (no transaction open) --------------------------------------------------
 
@@ -317,18 +355,23 @@ class RefundService:
 
         The renewal is fenced by the lease token, so a worker that was slow enough to lose its
         lease (limiter waits, a stalled thread) never calls; one that renews owns the refund for
-        a full ``lease_seconds`` from the call on, longer than the call can last.
+        a full ``lease_seconds`` from the call on, longer than the call can last. A claim made
+        less than a Magento timeout ago (``lease_covers_call``, the usual case) still has nearly
+        all of its lease, so it is not renewed: one transaction less per refund.
         """
         now = self.clock()
+        if lease_covers_call(self.settings, claim.claimed_at, now):
+            return
         until = now + timedelta(seconds=self.settings.lease_seconds)
         with self.database.session_scope() as session:
+            connection = session.connection()
             renewed = rowcount(
-                session.execute(
-                    update(Refund)
+                connection.execute(
+                    update(_refunds)
                     .where(
-                        Refund.id == claim.refund_id,
-                        Refund.lease_token == claim.token,
-                        Refund.status == RefundStatus.PROCESSING.value,
+                        _refunds.c.id == claim.refund_id,
+                        _refunds.c.lease_token == claim.token,
+                        _refunds.c.status == RefundStatus.PROCESSING.value,
                     )
                     .values(lease_expires_at=until, last_call_at=now)
                 )
@@ -337,11 +380,11 @@ class RefundService:
                 session.rollback()
                 raise _LeaseLost(claim.refund_id)
             locked = rowcount(
-                session.execute(
-                    update(OrderLock)
+                connection.execute(
+                    update(_order_locks)
                     .where(
-                        OrderLock.order_id == claim.request.order_id,
-                        OrderLock.refund_id == claim.refund_id,
+                        _order_locks.c.order_id == claim.request.order_id,
+                        _order_locks.c.refund_id == claim.refund_id,
                     )
                     .values(expires_at=until)
                 )
@@ -392,7 +435,7 @@ class RefundService:
             "last_http_status": None,
             "settled_at": now,
             "updated_at": now,
-            "version": Refund.version + 1,
+            "version": _refunds.c.version + 1,
         }
         if service is not None:
             values["service"] = service
@@ -400,12 +443,13 @@ class RefundService:
             values["notification_status"] = NotificationStatus.PENDING.value
             values["notification_next_at"] = now
             values["notification_published_at"] = now
-        not_succeeded = Refund.status != RefundStatus.SUCCEEDED.value
+        not_succeeded = _refunds.c.status != RefundStatus.SUCCEEDED.value
         with self.database.session_scope() as session:
+            connection = session.connection()
             owned = rowcount(
-                session.execute(
-                    update(Refund)
-                    .where(Refund.id == claim.refund_id, Refund.lease_token == claim.token)
+                connection.execute(
+                    update(_refunds)
+                    .where(_refunds.c.id == claim.refund_id, _refunds.c.lease_token == claim.token)
                     .where(not_succeeded)
                     .values(lease_token=None, lease_expires_at=None, **values)
                 )
@@ -417,17 +461,19 @@ class RefundService:
                 # Success is a fact even if our lease was taken over meanwhile: record it, but
                 # leave the lease (and the order lock) to the worker that holds them now.
                 recorded = rowcount(
-                    session.execute(
-                        update(Refund)
-                        .where(Refund.id == claim.refund_id)
+                    connection.execute(
+                        update(_refunds)
+                        .where(_refunds.c.id == claim.refund_id)
                         .where(not_succeeded)
                         .values(**values)
                     )
                 )
             self._finish_attempt(session, claim, release_lock=bool(held))
             if recorded and service is None:
-                session.add(
-                    RefundEvent(refund_id=claim.refund_id, kind="reconciled", detail=outcome)
+                connection.execute(
+                    insert(_refund_events).values(
+                        refund_id=claim.refund_id, kind="reconciled", detail=outcome
+                    )
                 )
         if not recorded:
             return AttemptResult(
@@ -521,18 +567,18 @@ class RefundService:
     def _update_owned(self, session: Session, claim: _Claim, **values: Any) -> bool:
         """Write the outcome if this attempt still holds the lease; a success is never undone."""
         updated = rowcount(
-            session.execute(
-                update(Refund)
+            session.connection().execute(
+                update(_refunds)
                 .where(
-                    Refund.id == claim.refund_id,
-                    Refund.lease_token == claim.token,
-                    Refund.status != RefundStatus.SUCCEEDED.value,
+                    _refunds.c.id == claim.refund_id,
+                    _refunds.c.lease_token == claim.token,
+                    _refunds.c.status != RefundStatus.SUCCEEDED.value,
                 )
                 .values(
                     lease_token=None,
                     lease_expires_at=None,
-                    version=Refund.version + 1,
-                    service=func.coalesce(claim.service, Refund.service),
+                    version=_refunds.c.version + 1,
+                    service=func.coalesce(claim.service, _refunds.c.service),
                     **values,
                 )
             )
@@ -549,35 +595,62 @@ class RefundService:
 
     def _release_lease(self, session: Session, claim: _Claim) -> bool:
         """Give the lease back without touching the outcome; False if it was not ours."""
-        released = session.execute(
-            update(Refund)
-            .where(Refund.id == claim.refund_id, Refund.lease_token == claim.token)
-            .values(lease_token=None, lease_expires_at=None, version=Refund.version + 1)
+        released = session.connection().execute(
+            update(_refunds)
+            .where(_refunds.c.id == claim.refund_id, _refunds.c.lease_token == claim.token)
+            .values(lease_token=None, lease_expires_at=None, version=_refunds.c.version + 1)
         )
         return rowcount(released) == 1
 
     def _finish_attempt(self, session: Session, claim: _Claim, *, release_lock: bool) -> None:
         """Audit rows for this attempt's calls; the order lock released if we still held it."""
-        session.add_all(
-            MagentoCall(
-                refund_id=claim.refund_id,
-                attempt=claim.attempt,
-                operation=call.operation,
-                method=call.method,
-                path=call.path[:255],
-                http_status=call.http_status,
-                duration_ms=call.duration_ms,
-                error=call.error,
-            )
-            for call in claim.calls
-        )
+        record_calls(session, claim.refund_id, claim.attempt, claim.calls)
         if release_lock:
-            session.execute(
-                delete(OrderLock).where(
-                    OrderLock.order_id == claim.request.order_id,
-                    OrderLock.refund_id == claim.refund_id,
+            session.connection().execute(
+                delete(_order_locks).where(
+                    _order_locks.c.order_id == claim.request.order_id,
+                    _order_locks.c.refund_id == claim.refund_id,
                 )
             )
+
+
+def record_calls(session: Session, refund_id: str, attempt: int, calls: list[CallRecord]) -> None:
+    """The audit rows (``magento_calls``) of one attempt's calls, in one Core INSERT."""
+    if not calls:
+        return  # an empty parameter list would insert one row of defaults
+    session.connection().execute(
+        insert(_magento_calls),
+        [
+            {
+                "refund_id": refund_id,
+                "attempt": attempt,
+                "operation": call.operation,
+                "method": call.method,
+                "path": call.path[:255],
+                "http_status": call.http_status,
+                "duration_ms": call.duration_ms,
+                "error": call.error,
+            }
+            for call in calls
+        ],
+    )
+
+
+def marker_for(refund_id: str) -> str:
+    """``Refund.marker`` of ``refund_id``, without loading the row."""
+    return f"refund-worker:{refund_id}"
+
+
+def lease_covers_call(settings: Settings, claimed_at: datetime, now: datetime) -> bool:
+    """True while the lease granted at ``claimed_at`` is as good as a renewal for a call ``now``.
+
+    That is the first ``magento_timeout`` seconds after the claim (normally the claim is
+    milliseconds old when the call goes out): the call then starts with at least ``lease_seconds
+    - magento_timeout`` of lease (three timeouts and more, checked at start-up), so the attempt
+    cannot be taken over while it runs, and a worker killed during the call leaves its refund
+    untouched nearly as long as a renewal would. An older claim is renewed, fenced, first.
+    """
+    return now - claimed_at < timedelta(seconds=settings.magento_timeout)
 
 
 _REFUND_OPERATIONS = frozenset(
@@ -615,25 +688,18 @@ def _after(moment: datetime | None, now: datetime) -> bool:
 def _take_order_lock(
     session: Session, order_id: int, refund_id: str, now: datetime, until: datetime
 ) -> bool:
-    """Take (or take over, once expired) the order's lock for this refund."""
-    taken = rowcount(
-        session.execute(
-            update(OrderLock)
-            .where(
-                OrderLock.order_id == order_id,
-                (OrderLock.refund_id == refund_id) | (OrderLock.expires_at < now),
-            )
-            .values(refund_id=refund_id, expires_at=until)
-        )
-    )
-    if taken:
-        return True
+    """Take (or take over, once expired) the order's lock for this refund.
+
+    One upsert: insert the lock, or, when the order has one, take it only if it is already this
+    refund's or has expired. RETURNING gives a row exactly when the lock is now ours.
+    """
     dialect = session.get_bind().dialect.name
     insert_fn = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    inserted = session.execute(
-        insert_fn(OrderLock)
-        .values(order_id=order_id, refund_id=refund_id, expires_at=until)
-        .on_conflict_do_nothing(index_elements=["order_id"])
-        .returning(OrderLock.order_id)
-    ).scalar_one_or_none()
-    return inserted is not None
+    stmt = insert_fn(_order_locks).values(order_id=order_id, refund_id=refund_id, expires_at=until)
+    stmt = stmt.on_conflict_do_update(
+        index_elements=[_order_locks.c.order_id],
+        set_={"refund_id": stmt.excluded.refund_id, "expires_at": stmt.excluded.expires_at},
+        where=(_order_locks.c.refund_id == refund_id) | (_order_locks.c.expires_at < now),
+    )
+    taken = session.connection().execute(stmt.returning(_order_locks.c.order_id)).first()
+    return taken is not None

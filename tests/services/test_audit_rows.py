@@ -1,0 +1,44 @@
+"""Every Magento call of every attempt leaves one audit row (``magento_calls``), with its
+attempt, operation, status and a creation time, for refunds and emails alike."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from sqlalchemy import select
+
+from refund_worker.models import MagentoCall, RefundEvent, utcnow
+from tests.services.conftest import Env
+
+
+def audit(env: Env, refund_id: str) -> list[MagentoCall]:
+    with env.database.session_scope() as session:
+        rows = list(session.scalars(
+            select(MagentoCall).where(MagentoCall.refund_id == refund_id).order_by(MagentoCall.id)))
+        session.expunge_all()
+        return rows
+
+
+def test_each_call_of_each_attempt_is_audited(env: Env) -> None:
+    order = env.order()
+    env.state.add_fault({"route": "order_refund", "kind": "commit_then_500", "count": 1})
+    refund_id = env.enqueue(order_id=order["order_id"], notify_customer=True)
+    service = env.refunds()
+    before = utcnow()
+    first = service.process(refund_id)
+    assert first.retry_in is not None
+    env.clock.advance(first.retry_in)
+    assert service.process(refund_id).detail.startswith("reconciled")
+    assert env.notifications().send(refund_id).status == "sent"
+
+    rows = audit(env, refund_id)
+    # Attempt 1: order, refund (committed, then 500); attempt 2: the search; then the email's 1.
+    assert [(r.attempt, r.operation) for r in rows] == [
+        (1, "order_get"), (1, "order_refund"), (2, "creditmemo_search"), (1, "creditmemo_emails")]
+    assert [(r.method, r.path, r.http_status, r.duration_ms, r.error) for r in rows] == [
+        (c.method, c.path, c.http_status, c.duration_ms, c.error) for c in env.calls]
+    for row in rows:
+        assert before - timedelta(seconds=1) <= row.created_at <= utcnow()
+    with env.database.session_scope() as session:
+        kinds = session.scalars(select(RefundEvent.kind).where(RefundEvent.refund_id == refund_id))
+        assert list(kinds) == ["reconciled"]
