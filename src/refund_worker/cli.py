@@ -736,8 +736,9 @@ def _celery_argv(command: str, args: Sequence[str], defaults: dict[str, str]) ->
 def worker(ctx: click.Context) -> None:
     """Run a Celery worker (extra arguments go to ``celery worker``).
 
-    Defaults: ``--pool threads --concurrency 32 --queues refunds -E``: refunds wait on Magento,
-    so an I/O pool with many threads per process suits them; run one process per core.
+    Defaults: ``--pool threads --concurrency 16 --queues refunds -E``: refunds wait on Magento,
+    so an I/O pool with many threads per process suits them; run two processes per core (one
+    process's threads share one interpreter lock, see docs/performance.md).
     """
     from refund_worker.celery_app import QUEUE, app
 
@@ -746,7 +747,7 @@ def worker(ctx: click.Context) -> None:
         ctx.args,
         {
             "--pool": "threads",
-            "--concurrency": "32",
+            "--concurrency": "16",
             "--queues": QUEUE,
             "-E": "",
             "--loglevel": _settings().log_level,
