@@ -1,10 +1,10 @@
 """Steady memory: worker RSS after ``--refunds`` refunds within 10% of after the first 10%.
 
-One worker process (``--layout``, default ``threads:1x32``) processes refunds fed in chunks of
-``--chunk`` (a steady backlog, not one huge queue); RSS of the worker (and its children) is read
-after each chunk has settled. The cheap path by default: offline payments, no notification
-(GET order + POST order refund), no latency. Target: RSS at the end ≤ 1.10 × RSS after the
-first tenth.
+One worker process (``--layout``, default ``threads:1x16``, as `refund-worker worker`) processes
+refunds fed in chunks of ``--chunk`` (a steady backlog, not one huge queue); RSS of the worker
+(and its children) is read after each chunk has settled. The cheap path by default: offline
+payments, no notification (GET order + POST order refund), no latency. Target: RSS at the end ≤
+1.10 × RSS after the first tenth.
 
     python bench/memory.py                         # 100,000 refunds: long (tens of minutes)
     python bench/memory.py --refunds 3000 --chunk 300   # smoke, ~1 min
@@ -25,7 +25,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--refunds", type=int, default=100_000)
     parser.add_argument("--chunk", type=int, default=5_000)
-    parser.add_argument("--layout", default="threads:1x32")
+    parser.add_argument("--layout", default="threads:1x16")
     parser.add_argument("--payment", default="offline", choices=["online", "offline", "mixed"])
     parser.add_argument("--notify", action="store_true")
     parser.add_argument("--patch", action="append", default=[])

@@ -1,10 +1,10 @@
 """Scale-out: the same refund run with 1 and 2 worker processes; which limit stops the growth.
 
-Each layout (default ``threads:1x32`` and ``threads:2x32``) gets fresh workers and the same
-number of refunds (online, with notification, no latency); runs alternate across ``--repeat``
-rounds, medians reported. CPU is accounted per role (workers, simulator, our PostgreSQL
-backends, redis-server, this process, everything else on the machine) to say what saturated:
-the machine's cores, one worker's core (the GIL), or the simulator's.
+Each layout (default ``threads:1x16``, ``threads:2x16`` and ``threads:4x16``) gets fresh workers
+and the same number of refunds (online, with notification, no latency); runs alternate across
+``--repeat`` rounds, medians reported. CPU is accounted per role (workers, simulator, our
+PostgreSQL backends, redis-server, this process, everything else on the machine) to say what
+saturated: the machine's cores, one worker's core (the GIL), or the simulator's.
 
     python bench/scaleout.py
     python bench/scaleout.py --refunds 400 --repeat 1      # smoke, < 1 min
@@ -30,7 +30,7 @@ def main() -> None:
     parser.add_argument("--redis-db", type=int, default=7)
     parser.add_argument("--name", default="scaleout")
     args = parser.parse_args()
-    layouts = args.layout or ["threads:1x32", "threads:2x32"]
+    layouts = args.layout or ["threads:1x16", "threads:2x16", "threads:4x16"]
     runs: dict[str, list[dict[str, Any]]] = {layout: [] for layout in layouts}
     with common.stack(args.redis_db) as stack:
         per = args.refunds + 100

@@ -138,6 +138,7 @@ def _publish(celery_app: Celery, task_name: str, refund_ids: Sequence[str]) -> N
     if not refund_ids:
         return
     amqp = celery_app.amqp
+    reply_to = celery_app.thread_oid  # this thread's node id, computed once, not per message
     with celery_app.producer_or_acquire() as producer:
         producer.maybe_declare(amqp.queues[QUEUE])
         batch = getattr(producer, "batch", None)  # kombu >= 5.7: one pipeline per batch
@@ -150,7 +151,7 @@ def _publish(celery_app: Celery, task_name: str, refund_ids: Sequence[str]) -> N
                     kwargs={},
                     argsrepr=f"({refund_id!r},)",
                     kwargsrepr="{}",
-                    reply_to=celery_app.thread_oid,
+                    reply_to=reply_to,
                     ignore_result=None,
                 )
                 producer.publish(
