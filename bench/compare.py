@@ -4,7 +4,7 @@ Each variant is a comma-separated list of patches (``base`` = none, ``all`` = ev
 each round every variant gets a fresh worker process, a no-op run and a refund run, in turn, so
 the noise of the shared machine falls on all of them alike; medians over ``--repeat`` rounds.
 
-    python bench/compare.py --variant base --variant no-pre-ping --variant all
+    python bench/compare.py --variant base --variant kombu-client-cache
     python bench/compare.py --refunds 300 --noops 1000 --repeat 1 --variant base --variant all
 """
 

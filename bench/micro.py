@@ -1,9 +1,9 @@
-"""Micro-benchmarks behind two proposed changes: CPU per HTTP call and per published message.
+"""Micro-benchmarks behind two changes: CPU per HTTP call and per published message.
 
 * ``http``: ``MagentoClient.get_order`` (httpx's transport, then ``LeanTransport``) against
   urllib3's pool, ``--threads`` threads sharing one client, as in a worker; process CPU per call.
-* ``publish``: ``tasks._publish`` (``send_task`` per id in ``producer.batch()``) against the
-  ``publish-prebuilt`` patch, into a Redis db of our own; CPU per message.
+* ``publish``: ``send_task`` per id in ``producer.batch()`` (the code before) against
+  ``tasks._publish`` (messages built once), into a Redis db of our own; CPU per message.
 
     python bench/micro.py http [--threads 32 --calls 150]
     python bench/micro.py publish [--messages 5000]
@@ -22,7 +22,6 @@ from typing import Any
 
 import common
 import httpx
-import patches
 import redis
 import urllib3
 
@@ -87,15 +86,21 @@ def publish(args: argparse.Namespace) -> list[dict[str, Any]]:
     url = f"redis://127.0.0.1:6379/{args.redis_db}"
     app = create_app(Settings(broker_url=url, magento_url="http://x", magento_token="bench-t"))
     client = redis.Redis.from_url(url)
+    def send_task_each(ids: list[str]) -> None:  # what tasks._publish did before
+        with app.producer_or_acquire() as producer, producer.batch():
+            for refund_id in ids:
+                app.send_task(PROCESS_TASK, (refund_id,), producer=producer, queue=QUEUE)
+
+    def prebuilt(ids: list[str]) -> None:
+        tasks._publish(app, PROCESS_TASK, ids)
+
     rows = []
-    for name in ("send_task (tasks._publish)", "prebuilt (patch publish-prebuilt)"):
-        if name.startswith("prebuilt"):
-            patches.apply("publish-prebuilt")
+    for name, send in (("send_task per id", send_task_each), ("tasks._publish", prebuilt)):
         client.flushdb()
         ids = [str(uuid.uuid4()) for _ in range(args.messages)]
         cpu, wall = _cpu(), time.perf_counter()
         for start in range(0, len(ids), 500):
-            tasks._publish(app, PROCESS_TASK, ids[start : start + 500])
+            send(ids[start : start + 500])
         cpu, wall = _cpu() - cpu, time.perf_counter() - wall
         assert client.llen(QUEUE) == len(ids)
         rows.append({"what": name, "cpu_us_per_message": round(1e6 * cpu / len(ids), 1),

@@ -1,6 +1,6 @@
 """Pipeline efficiency: end-to-end refunds/s ÷ bare no-op Celery tasks/s, same worker, same run.
 
-One worker process (default: ``--pool threads --concurrency 32 -E``, what ``refund-worker
+One worker process (default: ``--pool threads --concurrency 16 -E``, what ``refund-worker
 worker`` runs) drains, in alternation, ``--noops`` no-op tasks and ``--refunds`` refunds
 (enqueue → GET order → GET invoice → POST invoice refund → record → notify task → POST emails →
 record), against the simulator with no latency. Each repeat gives one ratio; the median is
@@ -29,7 +29,7 @@ def main() -> None:
     parser.add_argument("--noops", type=int, default=10000)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--pool", default="threads")
-    parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--no-events", action="store_true", help="run both without -E")
     parser.add_argument("--payment", default="online", choices=["online", "offline", "mixed"])
     parser.add_argument("--patch", action="append", default=[], help="bench/patches.py name")

@@ -8,7 +8,7 @@ its own process, in rounds, interleaved; the minimum over rounds is reported, wh
 other users of the machine disturb least. The worker adds Celery's own cost (two tasks and
 one publish per refund) and the contention of its 32 threads on top of this.
 
-    python bench/service.py --variant base --variant no-pre-ping --variant all
+    python bench/service.py --variant base --variant kombu-client-cache
     python bench/service.py --refunds 100 --rounds 1 --variant base --variant all   # smoke
 """
 
