@@ -86,6 +86,7 @@ def publish(args: argparse.Namespace) -> list[dict[str, Any]]:
     url = f"redis://127.0.0.1:6379/{args.redis_db}"
     app = create_app(Settings(broker_url=url, magento_url="http://x", magento_token="bench-t"))
     client = redis.Redis.from_url(url)
+
     def send_task_each(ids: list[str]) -> None:  # what tasks._publish did before
         with app.producer_or_acquire() as producer, producer.batch():
             for refund_id in ids:

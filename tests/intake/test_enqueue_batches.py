@@ -132,3 +132,14 @@ def test_a_failed_publish_leaves_the_rows_received_for_the_sweeper(database: Dat
     assert again[0].duplicate
     assert again[0].status is RefundStatus.RECEIVED
     assert publisher.refunds == []
+
+
+def test_full_batches_fit_the_database(database: Database) -> None:
+    publisher = RecordingPublisher()
+    count = intake.BATCH_SIZE + 500
+    results = enqueue_refunds(
+        [varied(i) for i in range(count)], database=database, publisher=publisher
+    )
+    assert sum(isinstance(r, RefundReceipt) and not r.duplicate for r in results) == count
+    assert len(set(publisher.refunds)) == count
+    assert len(stored(database)) == count
