@@ -753,7 +753,31 @@ def worker(ctx: click.Context) -> None:
             "--loglevel": _settings().log_level,
         },
     )
-    app.worker_main(argv=argv)
+    sys.exit(_run_worker(app, argv))
+
+
+def _run_worker(app: Any, argv: list[str]) -> int:
+    """Run the worker; its exit code, which ``app.worker_main`` drops.
+
+    Celery ends a worker stopped by an unrecoverable error with exit code 1 (``EX_FAILURE``), but
+    through ``worker_main`` (click in non-standalone mode) the process would exit 0, and a
+    supervisor that restarts "on failure" would leave the worker down. The code is read from the
+    worker itself, which ``worker_init`` hands over.
+    """
+    from celery.signals import worker_init
+
+    workers: list[Any] = []
+
+    def remember(sender: Any = None, **_: Any) -> None:
+        workers.append(sender)
+
+    worker_init.connect(remember, weak=False)
+    try:
+        app.worker_main(argv=argv)
+    finally:
+        worker_init.disconnect(remember)
+    code = getattr(workers[-1], "exitcode", None) if workers else None
+    return code if isinstance(code, int) else 0
 
 
 @main.command(context_settings=_PASSTHROUGH)

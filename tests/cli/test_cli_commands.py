@@ -15,6 +15,7 @@ from click.testing import CliRunner
 
 from refund_worker import cli
 from refund_worker.errors import ConfigurationError
+from refund_worker.settings import get_settings
 from tests.cli.conftest import Cli
 
 
@@ -144,3 +145,26 @@ def test_entry_point_end_to_end(cli_run: Cli, tmp_path: Path) -> None:
     bad = _run("list", env=_clean_env(REFUND_WORKER_LEASE_SECONDS="1"), cwd=tmp_path)
     assert bad.returncode == 2
     assert bad.stderr.startswith("configuration error: invalid settings")
+
+
+@pytest.mark.filterwarnings("ignore::celery.exceptions.SecurityWarning")  # tests may run as root
+@pytest.mark.parametrize("exitcode", [1, 0])
+def test_the_workers_exit_code_is_the_commands(
+    cli_run: Cli, monkeypatch: pytest.MonkeyPatch, exitcode: int
+) -> None:
+    """A worker Celery stopped with an unrecoverable error exits 1 (``EX_FAILURE``), not 0 as
+    through ``app.worker_main``: a supervisor restarting "on failure" would leave it down. Real
+    click and Celery path; only the worker's run is replaced by its outcome."""
+    from celery.worker.worker import WorkController
+
+    monkeypatch.setenv("REFUND_WORKER_MAGENTO_URL", "http://magento.invalid")
+    monkeypatch.setenv("REFUND_WORKER_MAGENTO_TOKEN", "t0ken-for-the-test")
+    get_settings.cache_clear()
+
+    def run(self: WorkController) -> None:
+        self.stop(exitcode=exitcode)
+
+    monkeypatch.setattr(WorkController, "start", run)
+    result = CliRunner().invoke(cli.main, ["worker", "--loglevel", "WARNING"])
+    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
+    assert result.exit_code == exitcode, result.output
