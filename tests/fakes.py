@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import socket
 import threading
 from collections.abc import Sequence
+from typing import Any
+
+import pytest
 
 
 class RecordingPublisher:
@@ -26,3 +30,31 @@ class RecordingPublisher:
             raise ConnectionRefusedError("redis://:hunter2@broker:6379/0 refused")
         with self._lock:
             target.extend(refund_ids)
+
+
+def record_socket_writes(monkeypatch: pytest.MonkeyPatch, port: int) -> list[bytes]:
+    """What is written to sockets connected to ``port``: each ``sendall`` as it was handed over,
+    each ``send`` prefixed ``send:`` (a request in one write is one ``sendall``, no ``send``)."""
+    writes: list[bytes] = []
+    sendall, send = socket.socket.sendall, socket.socket.send
+
+    def ours(sock: socket.socket) -> bool:
+        try:
+            peer = sock.getpeername()
+        except OSError:
+            return False
+        return isinstance(peer, tuple) and peer[1] == port
+
+    def recording_sendall(sock: socket.socket, data: bytes, *args: Any) -> None:
+        if ours(sock):
+            writes.append(bytes(data))
+        sendall(sock, data, *args)
+
+    def recording_send(sock: socket.socket, data: bytes, *args: Any) -> int:
+        if ours(sock):
+            writes.append(b"send:" + bytes(data))
+        return send(sock, data, *args)
+
+    monkeypatch.setattr(socket.socket, "sendall", recording_sendall)
+    monkeypatch.setattr(socket.socket, "send", recording_send)
+    return writes

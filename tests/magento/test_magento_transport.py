@@ -28,6 +28,7 @@ from refund_worker.magento import BearerAuth, MagentoClient
 from refund_worker.magento.transport import LeanTransport
 from refund_worker.simulator import SimulatorState
 from refund_worker.simulator.testing import running_simulator
+from tests.fakes import record_socket_writes
 
 Serve = Callable[["TinyServer", socket.socket, int], None]
 
@@ -242,28 +243,7 @@ def test_each_request_leaves_in_one_write(
     serve: Callable[..., TinyServer], transport: LeanTransport, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     server = serve()
-    writes: list[bytes] = []
-    sendall, send = socket.socket.sendall, socket.socket.send
-
-    def ours(sock: socket.socket) -> bool:
-        try:
-            peer = sock.getpeername()
-        except OSError:
-            return False
-        return isinstance(peer, tuple) and peer[1] == server.port
-
-    def recording_sendall(sock: socket.socket, data: bytes, *args: Any) -> None:
-        if ours(sock):
-            writes.append(bytes(data))
-        sendall(sock, data, *args)
-
-    def recording_send(sock: socket.socket, data: bytes, *args: Any) -> int:
-        if ours(sock):
-            writes.append(b"send:" + bytes(data))
-        return send(sock, data, *args)
-
-    monkeypatch.setattr(socket.socket, "sendall", recording_sendall)
-    monkeypatch.setattr(socket.socket, "send", recording_send)
+    writes = record_socket_writes(monkeypatch, server.port)
     body = {"items": [{"order_item_id": 3, "qty": 1}], "comment": {"comment": "[refund-worker:x]"}}
     with MagentoClient(server.url, auth=BearerAuth("t"), transport=transport) as client:
         with pytest.raises(MagentoUnavailable):  # the tiny server's answer is no credit memo id

@@ -5,8 +5,6 @@ parameters: refund the whole order, without our marker)."""
 from __future__ import annotations
 
 import json
-import socket
-from typing import Any
 
 import pytest
 
@@ -15,35 +13,15 @@ from refund_worker.magento import BearerAuth, MagentoClient
 from refund_worker.magento.transport import LeanTransport
 from refund_worker.simulator import SimulatorState
 from refund_worker.simulator.testing import running_simulator
+from tests.fakes import record_socket_writes
 
 
 def test_the_request_line_headers_and_body_leave_in_one_sendall(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     state = SimulatorState(tokens={"t": None})
-    writes: list[bytes] = []
     with running_simulator(state) as sim:
-        sendall, send = socket.socket.sendall, socket.socket.send
-
-        def ours(sock: socket.socket) -> bool:
-            try:
-                peer = sock.getpeername()
-            except OSError:
-                return False
-            return isinstance(peer, tuple) and peer[1] == sim.port
-
-        def recording_sendall(sock: socket.socket, data: bytes, *args: Any) -> None:
-            if ours(sock):
-                writes.append(bytes(data))
-            sendall(sock, data, *args)
-
-        def recording_send(sock: socket.socket, data: bytes, *args: Any) -> int:
-            if ours(sock):
-                writes.append(b"send:" + bytes(data))
-            return send(sock, data, *args)
-
-        monkeypatch.setattr(socket.socket, "sendall", recording_sendall)
-        monkeypatch.setattr(socket.socket, "send", recording_send)
+        writes = record_socket_writes(monkeypatch, sim.port)
         with MagentoClient(
             sim.url, auth=BearerAuth("t"), timeout=2, transport=LeanTransport()
         ) as client:
