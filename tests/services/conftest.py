@@ -209,6 +209,16 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 
 
 @pytest.fixture
+def database(database_url: str) -> Iterator[Database]:
+    """A ``Database`` on this test's (migrated) database, for tests below the services."""
+    database = Database.from_url(database_url)
+    try:
+        yield database
+    finally:
+        database.dispose()
+
+
+@pytest.fixture
 def env(database_url: str) -> Iterator[Env]:
     database = Database.from_url(database_url)
     state = SimulatorState(tokens={TOKEN: None})

@@ -5,7 +5,6 @@ found by its marker once its lease expires: one credit memo."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -29,15 +28,6 @@ def cut_connections(database: Database) -> int:
             )).scalar_one())
     finally:
         admin.dispose()
-
-
-@pytest.fixture
-def database(database_url: str) -> Iterator[Database]:
-    database = Database.from_url(database_url)
-    try:
-        yield database
-    finally:
-        database.dispose()
 
 
 def select_one(database: Database) -> int:

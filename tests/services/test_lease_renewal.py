@@ -62,32 +62,6 @@ def test_a_refund_renews_its_lease_only_once_the_claim_is_old(
     assert env.refund_calls() == 1
 
 
-def test_an_old_claim_taken_over_meanwhile_still_never_calls(env: Env) -> None:
-    """Stalled past its lease and taken over: the renewal runs, is fenced, and nothing is sent
-    (the lease-lost test of test_refund_guarantees, here with the fresh-claim shortcut in mind:
-    the shortcut must not apply to a claim this old)."""
-    order = env.order()
-    refund_id = env.enqueue(order_id=order["order_id"])
-    service = env.refunds()
-    other: list[AttemptResult] = []
-    stalled_once: list[bool] = []
-
-    def stall_and_be_taken_over(original: Any, *args: Any, **kwargs: Any) -> Any:
-        answer = original(*args, **kwargs)
-        if not stalled_once:  # the first worker stalls here; the other one does not
-            stalled_once.append(True)
-            env.clock.advance(env.settings.lease_seconds + 1)
-            other.append(service.process(refund_id))
-        return answer
-
-    env.overrides["get_order"] = stall_and_be_taken_over
-    stalled = service.process(refund_id)
-    assert other[0].status == "succeeded"
-    assert (stalled.status, stalled.detail) == ("processing", "lease lost; not called")
-    assert env.refund_calls() == 1
-    assert len(env.memos()) == 1
-
-
 class ClockLimiter(NoLimit):
     """A limiter whose wait runs ``on_acquire`` (moves the clock, lets another worker in)."""
 

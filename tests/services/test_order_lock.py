@@ -5,10 +5,8 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
 from datetime import datetime, timedelta
 
-import pytest
 from sqlalchemy import select
 
 from refund_worker.db import Database
@@ -16,15 +14,6 @@ from refund_worker.models import OrderLock, utcnow
 from refund_worker.refunds import _take_order_lock
 
 ORDER = 42
-
-
-@pytest.fixture
-def database(database_url: str) -> Iterator[Database]:
-    database = Database.from_url(database_url)
-    try:
-        yield database
-    finally:
-        database.dispose()
 
 
 def take(database: Database, refund_id: str, now: datetime, until: datetime) -> bool:

@@ -226,7 +226,8 @@ def test_a_stored_row_that_cannot_be_parsed_fails_with_a_reason(env: Env, stored
 
 def test_a_lease_lost_before_the_call_means_no_call(env: Env) -> None:
     """A worker stalled past its lease (limiter wait, GC pause) must not call Magento after
-    another worker took the refund over: the lease renewal right before the call is fenced."""
+    another worker took the refund over: the lease renewal right before the call is fenced (a
+    claim this old is past the fresh-claim window, so the renewal does run)."""
     order = env.order()
     refund_id = env.enqueue(order_id=order["order_id"])
     service = env.refunds()
