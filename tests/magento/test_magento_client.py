@@ -295,6 +295,59 @@ def test_close_and_context_manager(make_client: MakeClient) -> None:
         client.get_order(5)
 
 
+def test_cookies_are_neither_kept_nor_sent(recorder: Any) -> None:
+    """A session cookie from Magento must not follow later calls (threads share one client)."""
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        recorder.requests.append(request)
+        return httpx.Response(200, json={"entity_id": 5}, headers={"Set-Cookie": "PHPSESSID=a1"})
+
+    with MagentoClient(
+        "https://shop.test", auth=httpx.BasicAuth("u", "p"), transport=httpx.MockTransport(handler)
+    ) as client:
+        client.get_order(5)
+        client.get_order(6)
+    assert [request.headers.get("Cookie") for request in recorder.requests] == [None, None]
+
+
+def test_an_auth_flow_of_several_rounds_is_followed() -> None:
+    """The client runs any httpx.Auth flow: digest answers a 401 challenge with a second send."""
+    challenge = 'Digest realm="magento", nonce="abc", qop="auth", algorithm=MD5'
+    sent: list[str | None] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        sent.append(request.headers.get("Authorization"))
+        if "Authorization" not in request.headers:
+            return httpx.Response(401, headers={"WWW-Authenticate": challenge})
+        return httpx.Response(200, json={"entity_id": 5})
+
+    with MagentoClient(
+        "https://shop.test", auth=httpx.DigestAuth("u", "p"), transport=httpx.MockTransport(handler)
+    ) as client:
+        assert client.get_order(5) == {"entity_id": 5}
+    first, second = sent
+    assert first is None
+    assert second is not None
+    assert second.startswith("Digest ")
+
+
+def test_a_redirect_is_not_followed(recorder: Any) -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        recorder.requests.append(request)
+        return httpx.Response(302, headers={"Location": "https://elsewhere.test/"})
+
+    with (
+        MagentoClient(
+            "https://shop.test",
+            auth=httpx.BasicAuth("u", "p"),
+            transport=httpx.MockTransport(handler),
+        ) as client,
+        pytest.raises(MagentoRejected, match="unexpected HTTP status 302"),
+    ):
+        client.refund_order(5, {})
+    assert len(recorder.requests) == 1
+
+
 # ---------------------------------------------------------------- failures through the client
 
 
