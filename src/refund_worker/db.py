@@ -1,4 +1,5 @@
-"""Engine, the ``session_scope()`` unit of work, and the schema check (Alembic)."""
+"""Engine, the ``session_scope()`` and ``connection_scope()`` units of work, and the schema check
+(Alembic)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,17 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import CursorResult, Engine, Result, create_engine, event
+from sqlalchemy import (
+    BindParameter,
+    ColumnElement,
+    Connection,
+    CursorResult,
+    Engine,
+    Result,
+    bindparam,
+    create_engine,
+    event,
+)
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -23,8 +34,9 @@ def make_engine(database_url: str, **kwargs: Any) -> Engine:
     pre-ping (a ``SELECT 1`` round trip per checkout) and connections recycled after 30 min.
 
     Without the ping, a connection the server dropped fails its first statement:
-    ``session_scope`` maps that to ``DatabaseUnavailable`` (retried), and the pool then replaces
-    every connection older than the failure, so a restart costs one failed unit of work.
+    ``session_scope`` and ``connection_scope`` map that to ``DatabaseUnavailable`` (retried), and
+    the pool then replaces every connection older than the failure, so a restart costs one failed
+    unit of work.
     """
     if database_url.startswith("sqlite"):
         engine = create_engine(
@@ -80,6 +92,32 @@ class Database:
         finally:
             session.close()
 
+    @contextmanager
+    def connection_scope(self) -> Iterator[Connection]:
+        """``session_scope`` for Core statements, without the ORM session's bookkeeping: one
+        connection and its transaction, committed on success, rolled back on error, with the same
+        mapping of a lost connection (connecting included) to ``DatabaseUnavailable``."""
+        connection: Connection | None = None
+        try:
+            connection = self.engine.connect()
+            yield connection
+            connection.commit()
+        except DBAPIError as exc:
+            if connection is not None:
+                connection.rollback()
+            if exc.connection_invalidated or isinstance(exc, OperationalError):
+                raise DatabaseUnavailable(
+                    f"database unavailable: {type(exc.orig).__name__}"
+                ) from exc
+            raise
+        except BaseException:
+            if connection is not None:
+                connection.rollback()
+            raise
+        finally:
+            if connection is not None:
+                connection.close()
+
     @property
     def is_sqlite(self) -> bool:
         """True on SQLite, where the schema is created on first use."""
@@ -128,6 +166,16 @@ def rowcount(result: Result[Any]) -> int:
     """Rows an UPDATE/DELETE/INSERT touched."""
     assert isinstance(result, CursorResult)
     return result.rowcount
+
+
+def param(name: str, column: ColumnElement[Any]) -> BindParameter[Any]:
+    """A bind parameter for a per-call value, typed like ``column`` (UTC datetimes and booleans
+    then bind alike on SQLite and PostgreSQL), for statements built once and run many times.
+
+    ``name`` must not be a column's name: an UPDATE adds an execution key named like a column to
+    its SET list, so these are prefixed ``p_``.
+    """
+    return bindparam(name, type_=column.type)
 
 
 @lru_cache(maxsize=8)

@@ -21,7 +21,7 @@ from typing import Any, cast
 
 from sqlalchemy import Table, select, update
 
-from refund_worker.db import Database, rowcount
+from refund_worker.db import Database, param, rowcount
 from refund_worker.errors import MagentoRateLimited, PermanentError, RetryableError
 from refund_worker.magento import CallRecord
 from refund_worker.models import Refund, utcnow
@@ -42,6 +42,19 @@ _SENDABLE = frozenset({NotificationStatus.PENDING, NotificationStatus.RETRYING})
 
 _refunds = cast(Table, Refund.__table__)  # Core statements: no ORM instances
 
+# The statements of a send are built once and run with a parameter dict: on this path, building
+# a statement and its cache key costs more CPU than the database round trip, and a statement
+# object computes its cache key only once. Per-call values are ``p_*`` parameters.
+_P_REFUND_ID = param("p_refund_id", _refunds.c.id)
+_P_VERSION = param("p_version", _refunds.c.version)
+_P_ERROR = param("p_error", _refunds.c.notification_error)
+_P_UNTIL = param("p_until", _refunds.c.notification_lease_expires_at)
+_P_NOW = param("p_now", _refunds.c.notification_published_at)
+
+#: Every write after the read is compare-and-set on the row's version.
+_THIS_VERSION = (_refunds.c.id == _P_REFUND_ID, _refunds.c.version == _P_VERSION)
+_NEXT_VERSION = _refunds.c.version + 1
+
 #: The columns an email claim reads.
 _CLAIM_READ = select(
     _refunds.c.status,
@@ -53,6 +66,52 @@ _CLAIM_READ = select(
     _refunds.c.notification_error,
     _refunds.c.notification_lease_expires_at,
     _refunds.c.notification_next_at,
+).where(_refunds.c.id == _P_REFUND_ID)
+
+#: Fails the email of a refund whose stored request cannot be read.
+_FAIL_UNREADABLE = (
+    update(_refunds)
+    .where(*_THIS_VERSION)
+    .values(
+        notification_status=NotificationStatus.FAILED.value,
+        notification_error=_P_ERROR,
+        version=_NEXT_VERSION,
+    )
+)
+
+#: The claim: the email is being sent, under a lease.
+_CLAIM = (
+    update(_refunds)
+    .where(*_THIS_VERSION)
+    .values(
+        notification_status=NotificationStatus.SENDING.value,
+        notification_attempts=param("p_attempt", _refunds.c.notification_attempts),
+        notification_lease_expires_at=_P_UNTIL,
+        version=_NEXT_VERSION,
+    )
+)
+
+#: Extends the lease right before the send, fenced by the version.
+_RENEW_LEASE = (
+    update(_refunds)
+    .where(*_THIS_VERSION, _refunds.c.notification_status == NotificationStatus.SENDING.value)
+    .values(notification_lease_expires_at=_P_UNTIL)
+)
+
+#: The outcome of a send; ``_RECORD_RETRY`` also schedules the next attempt.
+_RECORD = (
+    update(_refunds)
+    .where(*_THIS_VERSION)
+    .values(
+        notification_status=param("p_status", _refunds.c.notification_status),
+        notification_error=_P_ERROR,
+        notification_lease_expires_at=None,
+        version=_NEXT_VERSION,
+    )
+)
+_RECORD_RETRY = _RECORD.values(
+    notification_next_at=param("p_next_at", _refunds.c.notification_next_at),
+    notification_published_at=_P_NOW,
 )
 
 
@@ -168,9 +227,8 @@ class NotificationService:
 
     def _claim(self, refund_id: str) -> _EmailClaim | AttemptResult:
         now = self.clock()
-        with self.database.session_scope() as session:
-            connection = session.connection()
-            row = connection.execute(_CLAIM_READ.where(_refunds.c.id == refund_id)).first()
+        with self.database.connection_scope() as connection:
+            row = connection.execute(_CLAIM_READ, {"p_refund_id": refund_id}).first()
             if row is None or row.status != RefundStatus.SUCCEEDED or row.creditmemo_id is None:
                 return AttemptResult(refund_id, "skipped", "no succeeded refund to notify about")
             status = NotificationStatus(row.notification_status)
@@ -189,13 +247,12 @@ class NotificationService:
                 store = _store_code(row.request_json)
             except ValueError as exc:
                 failed = connection.execute(
-                    update(_refunds)
-                    .where(_refunds.c.id == refund_id, _refunds.c.version == row.version)
-                    .values(
-                        notification_status=NotificationStatus.FAILED.value,
-                        notification_error=f"stored request cannot be read: {exc}",
-                        version=_refunds.c.version + 1,
-                    )
+                    _FAIL_UNREADABLE,
+                    {
+                        "p_refund_id": refund_id,
+                        "p_version": row.version,
+                        "p_error": f"stored request cannot be read: {exc}",
+                    },
                 )
                 if rowcount(failed) != 1:
                     return AttemptResult(refund_id, "skipped", "claimed by another worker first")
@@ -208,15 +265,13 @@ class NotificationService:
                 attempt = max(attempt, 2)
             claimed = rowcount(
                 connection.execute(
-                    update(_refunds)
-                    .where(_refunds.c.id == refund_id, _refunds.c.version == row.version)
-                    .values(
-                        notification_status=NotificationStatus.SENDING.value,
-                        notification_attempts=attempt,
-                        notification_lease_expires_at=now
-                        + timedelta(seconds=self.settings.lease_seconds),
-                        version=_refunds.c.version + 1,
-                    )
+                    _CLAIM,
+                    {
+                        "p_refund_id": refund_id,
+                        "p_version": row.version,
+                        "p_attempt": attempt,
+                        "p_until": now + timedelta(seconds=self.settings.lease_seconds),
+                    },
                 )
             )
             if claimed != 1:
@@ -241,15 +296,10 @@ class NotificationService:
         if lease_covers_call(self.settings, claim.claimed_at, now):
             return True
         until = now + timedelta(seconds=self.settings.lease_seconds)
-        with self.database.session_scope() as session:
-            renewed = session.connection().execute(
-                update(_refunds)
-                .where(
-                    _refunds.c.id == claim.refund_id,
-                    _refunds.c.version == claim.version,
-                    _refunds.c.notification_status == NotificationStatus.SENDING.value,
-                )
-                .values(notification_lease_expires_at=until)
+        with self.database.connection_scope() as connection:
+            renewed = connection.execute(
+                _RENEW_LEASE,
+                {"p_refund_id": claim.refund_id, "p_version": claim.version, "p_until": until},
             )
             return rowcount(renewed) == 1
 
@@ -264,24 +314,20 @@ class NotificationService:
         detail: str = "",
     ) -> AttemptResult:
         now = self.clock()
-        values: dict[str, Any] = {
-            "notification_status": status.value,
-            "notification_error": error,
-            "notification_lease_expires_at": None,
-            "version": _refunds.c.version + 1,
+        statement = _RECORD
+        params: dict[str, Any] = {
+            "p_refund_id": claim.refund_id,
+            "p_version": claim.version,
+            "p_status": status.value,
+            "p_error": error,
         }
         if retry_in is not None:
-            values["notification_next_at"] = now + timedelta(seconds=retry_in)
-            values["notification_published_at"] = now
-        with self.database.session_scope() as session:
-            recorded = rowcount(
-                session.connection().execute(
-                    update(_refunds)
-                    .where(_refunds.c.id == claim.refund_id, _refunds.c.version == claim.version)
-                    .values(**values)
-                )
-            )
-            record_calls(session, claim.refund_id, claim.attempt, calls)
+            statement = _RECORD_RETRY
+            params["p_next_at"] = now + timedelta(seconds=retry_in)
+            params["p_now"] = now
+        with self.database.connection_scope() as connection:
+            recorded = rowcount(connection.execute(statement, params))
+            record_calls(connection, claim.refund_id, claim.attempt, calls)
         if not recorded:
             log.warning(
                 "refund %s: notification changed while sending; the next owner decides",

@@ -23,14 +23,15 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from functools import cache
 from typing import Any, Protocol, cast
 
 from pydantic import ValidationError
-from sqlalchemy import Table, delete, func, insert, select, update
+from sqlalchemy import Connection, Table, Update, delete, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.orm import Session
+from sqlalchemy.sql.dml import ReturningInsert
 
-from refund_worker.db import Database, rowcount
+from refund_worker.db import Database, param, rowcount
 from refund_worker.errors import (
     MagentoRateLimited,
     MagentoRejected,
@@ -62,6 +63,25 @@ _order_locks = cast(Table, OrderLock.__table__)
 _magento_calls = cast(Table, MagentoCall.__table__)
 _refund_events = cast(Table, RefundEvent.__table__)
 
+# The statements of an attempt are built once and run with a parameter dict: on this path,
+# building a statement and its cache key costs more CPU than the database round trip, and a
+# statement object computes its cache key only once. Per-call values are ``p_*`` parameters.
+_P_REFUND_ID = param("p_refund_id", _refunds.c.id)
+_P_VERSION = param("p_version", _refunds.c.version)
+_P_TOKEN = param("p_token", _refunds.c.lease_token)
+_P_ORDER_ID = param("p_order_id", _order_locks.c.order_id)
+_P_NOW = param("p_now", _refunds.c.updated_at)
+_P_UNTIL = param("p_until", _refunds.c.lease_expires_at)
+_P_SERVICE = param("p_service", _refunds.c.service)
+
+_THIS_REFUND = _refunds.c.id == _P_REFUND_ID
+_NOT_SUCCEEDED = _refunds.c.status != RefundStatus.SUCCEEDED.value
+_NEXT_VERSION = _refunds.c.version + 1
+_THIS_ORDER_LOCK = (
+    _order_locks.c.order_id == _P_ORDER_ID,
+    _order_locks.c.refund_id == _P_REFUND_ID,
+)
+
 #: The columns a claim reads.
 _CLAIM_READ = select(
     _refunds.c.status,
@@ -74,7 +94,139 @@ _CLAIM_READ = select(
     _refunds.c.next_attempt_at,
     _refunds.c.first_attempt_at,
     _refunds.c.last_error,
+).where(_THIS_REFUND)
+
+#: The claim: compare-and-set on the version read.
+_CLAIM = (
+    update(_refunds)
+    .where(_THIS_REFUND, _refunds.c.version == _P_VERSION)
+    .values(
+        status=RefundStatus.PROCESSING.value,
+        attempts=_refunds.c.attempts + 1,
+        lease_token=_P_TOKEN,
+        lease_expires_at=_P_UNTIL,
+        in_doubt=True,
+        first_attempt_at=param("p_first_attempt_at", _refunds.c.first_attempt_at),
+        last_call_at=_P_NOW,
+        version=_NEXT_VERSION,
+        updated_at=_P_NOW,
+    )
 )
+
+#: Settles a refund whose stored request cannot be parsed (compare-and-set on the version read).
+_FAIL_UNREADABLE = (
+    update(_refunds)
+    .where(_THIS_REFUND, _refunds.c.version == _P_VERSION)
+    .values(
+        status=RefundStatus.FAILED.value,
+        last_error=param("p_error", _refunds.c.last_error),
+        last_error_kind="permanent",
+        settled_at=_P_NOW,
+        version=_NEXT_VERSION,
+    )
+)
+
+#: Extends the lease right before the refund call, fenced by the lease token.
+_RENEW_LEASE = (
+    update(_refunds)
+    .where(
+        _THIS_REFUND,
+        _refunds.c.lease_token == _P_TOKEN,
+        _refunds.c.status == RefundStatus.PROCESSING.value,
+    )
+    .values(lease_expires_at=_P_UNTIL, last_call_at=_P_NOW)
+)
+
+#: Extends the order lock along with the lease, if this refund still holds it.
+_RENEW_ORDER_LOCK = update(_order_locks).where(*_THIS_ORDER_LOCK).values(expires_at=_P_UNTIL)
+
+#: Gives the lease back without touching the outcome.
+_RELEASE_LEASE = (
+    update(_refunds)
+    .where(_THIS_REFUND, _refunds.c.lease_token == _P_TOKEN)
+    .values(lease_token=None, lease_expires_at=None, version=_NEXT_VERSION)
+)
+
+#: Releases the order lock if this refund still holds it.
+_RELEASE_ORDER_LOCK = delete(_order_locks).where(*_THIS_ORDER_LOCK)
+
+#: The audit row of a refund settled by reconciliation.
+_RECONCILED_EVENT = insert(_refund_events).values(
+    refund_id=_P_REFUND_ID, kind="reconciled", detail=param("p_detail", _refund_events.c.detail)
+)
+
+#: The audit rows of an attempt's calls (executemany with one dict of columns per call).
+_INSERT_CALLS = insert(_magento_calls)
+
+
+@cache
+def _success_update(*, owned: bool, with_service: bool, notify: bool) -> Update:
+    """Records a success unless one is recorded already. ``owned``: only while this attempt holds
+    the lease, and gives it back; ``with_service``: sets ``p_service``; ``notify``: the email is
+    due now."""
+    values: dict[str, Any] = {
+        "status": RefundStatus.SUCCEEDED.value,
+        "creditmemo_id": param("p_creditmemo_id", _refunds.c.creditmemo_id),
+        "outcome": param("p_outcome", _refunds.c.outcome),
+        "in_doubt": False,
+        "last_error": None,
+        "last_error_kind": None,
+        "last_http_status": None,
+        "settled_at": _P_NOW,
+        "updated_at": _P_NOW,
+        "version": _NEXT_VERSION,
+    }
+    if with_service:
+        values["service"] = _P_SERVICE
+    if notify:
+        values["notification_status"] = NotificationStatus.PENDING.value
+        values["notification_next_at"] = _P_NOW
+        values["notification_published_at"] = _P_NOW
+    if not owned:
+        return update(_refunds).where(_THIS_REFUND).where(_NOT_SUCCEEDED).values(**values)
+    return (
+        update(_refunds)
+        .where(_THIS_REFUND, _refunds.c.lease_token == _P_TOKEN)
+        .where(_NOT_SUCCEEDED)
+        .values(lease_token=None, lease_expires_at=None, **values)
+    )
+
+
+@cache
+def _owned_outcome_update(columns: frozenset[str]) -> Update:
+    """Writes ``columns`` (each from ``p_<column>``) while this attempt holds the lease, gives the
+    lease back, and keeps the service chosen (``p_service``, if not None); never undoes a
+    success."""
+    return (
+        update(_refunds)
+        .where(_THIS_REFUND, _refunds.c.lease_token == _P_TOKEN, _NOT_SUCCEEDED)
+        .values(
+            lease_token=None,
+            lease_expires_at=None,
+            version=_NEXT_VERSION,
+            service=func.coalesce(_P_SERVICE, _refunds.c.service),
+            **{name: param(f"p_{name}", _refunds.c[name]) for name in columns},
+        )
+    )
+
+
+def _order_lock_upsert(
+    insert_fn: Callable[[Table], postgresql.Insert | sqlite.Insert],
+) -> ReturningInsert[tuple[int]]:
+    """Insert the order's lock, or take it if it is already this refund's or has expired;
+    RETURNING gives a row exactly when the lock is now ours."""
+    stmt = insert_fn(_order_locks).values(
+        order_id=_P_ORDER_ID, refund_id=_P_REFUND_ID, expires_at=_P_UNTIL
+    )
+    return stmt.on_conflict_do_update(
+        index_elements=[_order_locks.c.order_id],
+        set_={"refund_id": stmt.excluded.refund_id, "expires_at": stmt.excluded.expires_at},
+        where=(_order_locks.c.refund_id == _P_REFUND_ID) | (_order_locks.c.expires_at < _P_NOW),
+    ).returning(_order_locks.c.order_id)
+
+
+_POSTGRESQL_ORDER_LOCK_UPSERT = _order_lock_upsert(postgresql.insert)
+_SQLITE_ORDER_LOCK_UPSERT = _order_lock_upsert(sqlite.insert)
 
 
 class MagentoAPI(Protocol):
@@ -209,9 +361,8 @@ class RefundService:
 
     def _claim(self, refund_id: str) -> _Claim | AttemptResult:
         now = self.clock()
-        with self.database.session_scope() as session:
-            connection = session.connection()
-            row = connection.execute(_CLAIM_READ.where(_refunds.c.id == refund_id)).first()
+        with self.database.connection_scope() as connection:
+            row = connection.execute(_CLAIM_READ, {"p_refund_id": refund_id}).first()
             if row is None:
                 return AttemptResult(refund_id, "unknown", "no such refund; message dropped")
             if row.status in SETTLED_STATUSES:
@@ -225,7 +376,7 @@ class RefundService:
             try:
                 request = RefundRequest.model_validate_json(row.request_json)
             except ValidationError as exc:
-                if not self._fail_unreadable(session, refund_id, row.version, now, exc):
+                if not self._fail_unreadable(connection, refund_id, row.version, now, exc):
                     return AttemptResult(refund_id, row.status, "claimed by another worker first")
                 return AttemptResult(refund_id, RefundStatus.FAILED, "stored request unreadable")
             token = str(uuid.uuid4())
@@ -237,26 +388,22 @@ class RefundService:
             # locks them in this order, so two of them can never deadlock on PostgreSQL.
             claimed = rowcount(
                 connection.execute(
-                    update(_refunds)
-                    .where(_refunds.c.id == refund_id, _refunds.c.version == row.version)
-                    .values(
-                        status=RefundStatus.PROCESSING.value,
-                        attempts=_refunds.c.attempts + 1,
-                        lease_token=token,
-                        lease_expires_at=lease_until,
-                        in_doubt=True,
-                        first_attempt_at=first_attempt_at,
-                        last_call_at=now,
-                        version=_refunds.c.version + 1,
-                        updated_at=now,
-                    )
+                    _CLAIM,
+                    {
+                        "p_refund_id": refund_id,
+                        "p_version": row.version,
+                        "p_token": token,
+                        "p_until": lease_until,
+                        "p_first_attempt_at": first_attempt_at,
+                        "p_now": now,
+                    },
                 )
             )
             if claimed != 1:
-                session.rollback()
+                connection.rollback()
                 return AttemptResult(refund_id, row.status, "claimed by another worker first")
-            if not _take_order_lock(session, row.order_id, refund_id, now, lease_until):
-                session.rollback()
+            if not _take_order_lock(connection, row.order_id, refund_id, now, lease_until):
+                connection.rollback()
                 return AttemptResult(
                     refund_id,
                     row.status,
@@ -278,7 +425,7 @@ class RefundService:
 
     def _fail_unreadable(
         self,
-        session: Session,
+        connection: Connection,
         refund_id: str,
         version: int,
         now: datetime,
@@ -286,17 +433,15 @@ class RefundService:
     ) -> bool:
         """Settle a refund whose stored request cannot be parsed; False if the row changed."""
         fields = ", ".join(".".join(map(str, e["loc"])) or "request" for e in exc.errors())
-        failed = session.connection().execute(
-            update(_refunds)
-            .where(_refunds.c.id == refund_id, _refunds.c.version == version)
-            .values(
-                status=RefundStatus.FAILED.value,
-                last_error=f"stored request cannot be processed ({fields}): "
+        failed = connection.execute(
+            _FAIL_UNREADABLE,
+            {
+                "p_refund_id": refund_id,
+                "p_version": version,
+                "p_error": f"stored request cannot be processed ({fields}): "
                 f"{exc.errors()[0]['msg']}",
-                last_error_kind="permanent",
-                settled_at=now,
-                version=_refunds.c.version + 1,
-            )
+                "p_now": now,
+            },
         )
         return rowcount(failed) == 1
 
@@ -363,34 +508,33 @@ class RefundService:
         if lease_covers_call(self.settings, claim.claimed_at, now):
             return
         until = now + timedelta(seconds=self.settings.lease_seconds)
-        with self.database.session_scope() as session:
-            connection = session.connection()
+        with self.database.connection_scope() as connection:
             renewed = rowcount(
                 connection.execute(
-                    update(_refunds)
-                    .where(
-                        _refunds.c.id == claim.refund_id,
-                        _refunds.c.lease_token == claim.token,
-                        _refunds.c.status == RefundStatus.PROCESSING.value,
-                    )
-                    .values(lease_expires_at=until, last_call_at=now)
+                    _RENEW_LEASE,
+                    {
+                        "p_refund_id": claim.refund_id,
+                        "p_token": claim.token,
+                        "p_until": until,
+                        "p_now": now,
+                    },
                 )
             )
             if renewed != 1:
-                session.rollback()
+                connection.rollback()
                 raise _LeaseLost(claim.refund_id)
             locked = rowcount(
                 connection.execute(
-                    update(_order_locks)
-                    .where(
-                        _order_locks.c.order_id == claim.request.order_id,
-                        _order_locks.c.refund_id == claim.refund_id,
-                    )
-                    .values(expires_at=until)
+                    _RENEW_ORDER_LOCK,
+                    {
+                        "p_order_id": claim.request.order_id,
+                        "p_refund_id": claim.refund_id,
+                        "p_until": until,
+                    },
                 )
             )
             if locked != 1:
-                session.rollback()
+                connection.rollback()
                 raise RetryableError(
                     f"order {claim.request.order_id}: another refund took over the order lock "
                     "before the refund call; not called"
@@ -425,55 +569,38 @@ class RefundService:
     ) -> AttemptResult:
         now = self.clock()
         notify = claim.request.notify_customer
-        values: dict[str, Any] = {
-            "status": RefundStatus.SUCCEEDED.value,
-            "creditmemo_id": creditmemo_id,
-            "outcome": outcome,
-            "in_doubt": False,
-            "last_error": None,
-            "last_error_kind": None,
-            "last_http_status": None,
-            "settled_at": now,
-            "updated_at": now,
-            "version": _refunds.c.version + 1,
+        with_service = service is not None
+        params = {
+            "p_refund_id": claim.refund_id,
+            "p_creditmemo_id": creditmemo_id,
+            "p_outcome": outcome,
+            "p_now": now,
         }
-        if service is not None:
-            values["service"] = service
-        if notify:
-            values["notification_status"] = NotificationStatus.PENDING.value
-            values["notification_next_at"] = now
-            values["notification_published_at"] = now
-        not_succeeded = _refunds.c.status != RefundStatus.SUCCEEDED.value
-        with self.database.session_scope() as session:
-            connection = session.connection()
+        if with_service:
+            params["p_service"] = service
+        with self.database.connection_scope() as connection:
             owned = rowcount(
                 connection.execute(
-                    update(_refunds)
-                    .where(_refunds.c.id == claim.refund_id, _refunds.c.lease_token == claim.token)
-                    .where(not_succeeded)
-                    .values(lease_token=None, lease_expires_at=None, **values)
+                    _success_update(owned=True, with_service=with_service, notify=notify),
+                    {**params, "p_token": claim.token},
                 )
             )
             recorded, held = owned, owned
             if not owned:
-                held = self._release_lease(session, claim)  # already succeeded: let go
+                held = self._release_lease(connection, claim)  # already succeeded: let go
             if not held:
                 # Success is a fact even if our lease was taken over meanwhile: record it, but
                 # leave the lease (and the order lock) to the worker that holds them now.
                 recorded = rowcount(
                     connection.execute(
-                        update(_refunds)
-                        .where(_refunds.c.id == claim.refund_id)
-                        .where(not_succeeded)
-                        .values(**values)
+                        _success_update(owned=False, with_service=with_service, notify=notify),
+                        params,
                     )
                 )
-            self._finish_attempt(session, claim, release_lock=bool(held))
+            self._finish_attempt(connection, claim, release_lock=bool(held))
             if recorded and service is None:
                 connection.execute(
-                    insert(_refund_events).values(
-                        refund_id=claim.refund_id, kind="reconciled", detail=outcome
-                    )
+                    _RECONCILED_EVENT, {"p_refund_id": claim.refund_id, "p_detail": outcome}
                 )
         if not recorded:
             return AttemptResult(
@@ -494,9 +621,9 @@ class RefundService:
             # A definitive answer to this attempt's call settles any earlier doubt, since the
             # reconcile search ran first; a rejection while planning leaves the doubt as it was.
             in_doubt = claim.was_in_doubt and not _reached_refund_call(claim.calls)
-        with self.database.session_scope() as session:
+        with self.database.connection_scope() as connection:
             owned = self._update_owned(
-                session,
+                connection,
                 claim,
                 status=RefundStatus.FAILED.value,
                 last_error=exc.message,
@@ -506,7 +633,7 @@ class RefundService:
                 settled_at=now,
                 updated_at=now,
             )
-            self._finish_attempt(session, claim, release_lock=owned)
+            self._finish_attempt(connection, claim, release_lock=owned)
         log.warning("refund %s failed permanently: %s", claim.refund_id, exc.message)
         return AttemptResult(claim.refund_id, RefundStatus.FAILED, exc.message, error=exc)
 
@@ -522,9 +649,9 @@ class RefundService:
                 f"gave up after {claim.attempt} attempts; last error: {exc.message}",
                 http_status=exc.http_status,
             )
-            with self.database.session_scope() as session:
+            with self.database.connection_scope() as connection:
                 owned = self._update_owned(
-                    session,
+                    connection,
                     claim,
                     status=RefundStatus.FAILED.value,
                     last_error=failure.message,
@@ -534,7 +661,7 @@ class RefundService:
                     settled_at=now,
                     updated_at=now,
                 )
-                self._finish_attempt(session, claim, release_lock=owned)
+                self._finish_attempt(connection, claim, release_lock=owned)
             return AttemptResult(
                 claim.refund_id, RefundStatus.FAILED, failure.message, error=failure
             )
@@ -546,9 +673,9 @@ class RefundService:
         # Never longer than the visibility timeout was checked against at start-up.
         delay = min(delay, self.settings.longest_countdown)
         last_call_at = _refund_call_started(claim.calls, now)
-        with self.database.session_scope() as session:
+        with self.database.connection_scope() as connection:
             owned = self._update_owned(
-                session,
+                connection,
                 claim,
                 status=RefundStatus.RETRYING.value,
                 last_error=exc.message,
@@ -560,32 +687,18 @@ class RefundService:
                 last_call_at=last_call_at,
                 updated_at=now,
             )
-            self._finish_attempt(session, claim, release_lock=owned)
+            self._finish_attempt(connection, claim, release_lock=owned)
         log.info("refund %s will retry in %.1fs: %s", claim.refund_id, delay, exc.message)
         return AttemptResult(claim.refund_id, RefundStatus.RETRYING, exc.message, retry_in=delay)
 
-    def _update_owned(self, session: Session, claim: _Claim, **values: Any) -> bool:
+    def _update_owned(self, connection: Connection, claim: _Claim, **values: Any) -> bool:
         """Write the outcome if this attempt still holds the lease; a success is never undone."""
-        updated = rowcount(
-            session.connection().execute(
-                update(_refunds)
-                .where(
-                    _refunds.c.id == claim.refund_id,
-                    _refunds.c.lease_token == claim.token,
-                    _refunds.c.status != RefundStatus.SUCCEEDED.value,
-                )
-                .values(
-                    lease_token=None,
-                    lease_expires_at=None,
-                    version=_refunds.c.version + 1,
-                    service=func.coalesce(claim.service, _refunds.c.service),
-                    **values,
-                )
-            )
-        )
+        params = {f"p_{name}": value for name, value in values.items()}
+        params.update(p_refund_id=claim.refund_id, p_token=claim.token, p_service=claim.service)
+        updated = rowcount(connection.execute(_owned_outcome_update(frozenset(values)), params))
         if updated == 1:
             return True
-        if self._release_lease(session, claim):
+        if self._release_lease(connection, claim):
             log.info("refund %s: succeeded meanwhile; this outcome is dropped", claim.refund_id)
             return True
         log.warning(
@@ -593,33 +706,31 @@ class RefundService:
         )
         return False
 
-    def _release_lease(self, session: Session, claim: _Claim) -> bool:
+    def _release_lease(self, connection: Connection, claim: _Claim) -> bool:
         """Give the lease back without touching the outcome; False if it was not ours."""
-        released = session.connection().execute(
-            update(_refunds)
-            .where(_refunds.c.id == claim.refund_id, _refunds.c.lease_token == claim.token)
-            .values(lease_token=None, lease_expires_at=None, version=_refunds.c.version + 1)
+        released = connection.execute(
+            _RELEASE_LEASE, {"p_refund_id": claim.refund_id, "p_token": claim.token}
         )
         return rowcount(released) == 1
 
-    def _finish_attempt(self, session: Session, claim: _Claim, *, release_lock: bool) -> None:
+    def _finish_attempt(self, connection: Connection, claim: _Claim, *, release_lock: bool) -> None:
         """Audit rows for this attempt's calls; the order lock released if we still held it."""
-        record_calls(session, claim.refund_id, claim.attempt, claim.calls)
+        record_calls(connection, claim.refund_id, claim.attempt, claim.calls)
         if release_lock:
-            session.connection().execute(
-                delete(_order_locks).where(
-                    _order_locks.c.order_id == claim.request.order_id,
-                    _order_locks.c.refund_id == claim.refund_id,
-                )
+            connection.execute(
+                _RELEASE_ORDER_LOCK,
+                {"p_order_id": claim.request.order_id, "p_refund_id": claim.refund_id},
             )
 
 
-def record_calls(session: Session, refund_id: str, attempt: int, calls: list[CallRecord]) -> None:
+def record_calls(
+    connection: Connection, refund_id: str, attempt: int, calls: list[CallRecord]
+) -> None:
     """The audit rows (``magento_calls``) of one attempt's calls, in one Core INSERT."""
     if not calls:
         return  # an empty parameter list would insert one row of defaults
-    session.connection().execute(
-        insert(_magento_calls),
+    connection.execute(
+        _INSERT_CALLS,
         [
             {
                 "refund_id": refund_id,
@@ -686,20 +797,16 @@ def _after(moment: datetime | None, now: datetime) -> bool:
 
 
 def _take_order_lock(
-    session: Session, order_id: int, refund_id: str, now: datetime, until: datetime
+    connection: Connection, order_id: int, refund_id: str, now: datetime, until: datetime
 ) -> bool:
     """Take (or take over, once expired) the order's lock for this refund.
 
     One upsert: insert the lock, or, when the order has one, take it only if it is already this
     refund's or has expired. RETURNING gives a row exactly when the lock is now ours.
     """
-    dialect = session.get_bind().dialect.name
-    insert_fn = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    stmt = insert_fn(_order_locks).values(order_id=order_id, refund_id=refund_id, expires_at=until)
-    stmt = stmt.on_conflict_do_update(
-        index_elements=[_order_locks.c.order_id],
-        set_={"refund_id": stmt.excluded.refund_id, "expires_at": stmt.excluded.expires_at},
-        where=(_order_locks.c.refund_id == refund_id) | (_order_locks.c.expires_at < now),
-    )
-    taken = session.connection().execute(stmt.returning(_order_locks.c.order_id)).first()
-    return taken is not None
+    if connection.dialect.name == "postgresql":
+        upsert = _POSTGRESQL_ORDER_LOCK_UPSERT
+    else:
+        upsert = _SQLITE_ORDER_LOCK_UPSERT
+    params = {"p_order_id": order_id, "p_refund_id": refund_id, "p_until": until, "p_now": now}
+    return connection.execute(upsert, params).first() is not None

@@ -17,8 +17,8 @@ ORDER = 42
 
 
 def take(database: Database, refund_id: str, now: datetime, until: datetime) -> bool:
-    with database.session_scope() as session:
-        return _take_order_lock(session, ORDER, refund_id, now, until)
+    with database.connection_scope() as connection:
+        return _take_order_lock(connection, ORDER, refund_id, now, until)
 
 
 def lock(database: Database) -> tuple[str, datetime] | None:
@@ -50,8 +50,8 @@ def test_two_refunds_claiming_a_free_order_at_once_get_one_lock(database: Databa
     now = utcnow()
     until = now + timedelta(seconds=60)
     second: list[bool] = []
-    with database.session_scope() as session:
-        assert _take_order_lock(session, ORDER, "a", now, until)
+    with database.connection_scope() as connection:
+        assert _take_order_lock(connection, ORDER, "a", now, until)
         # b's upsert waits on a's uncommitted row (the unique key, or SQLite's write lock)...
         racer = threading.Thread(target=lambda: second.append(take(database, "b", now, until)))
         racer.start()
