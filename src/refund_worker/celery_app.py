@@ -17,7 +17,6 @@ Redis delivers at least once. Every setting here serves the two promises:
 
 from __future__ import annotations
 
-import logging
 import sys
 from typing import Any
 
@@ -106,16 +105,6 @@ def _check_at_start(**_: Any) -> None:
         # Celery logs and swallows exceptions from signal handlers; SystemExit stops the worker.
         print(f"refund-worker: cannot start: {exc}", file=sys.stderr)
         raise SystemExit(2) from exc
-
-
-@worker_init.connect
-def _quiet_http_logs(sender: Any = None, **_: Any) -> None:
-    """httpx logs every request at INFO, a line per Magento call in an INFO worker's log; our
-    client logs each call at DEBUG already. A worker run at DEBUG keeps both."""
-    level = getattr(sender, "loglevel", None)  # the worker's --loglevel, as a number
-    if isinstance(level, int) and level <= logging.DEBUG:
-        return
-    logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
 @celeryd_after_setup.connect

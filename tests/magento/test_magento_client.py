@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
@@ -293,6 +294,20 @@ def test_close_and_context_manager(make_client: MakeClient) -> None:
         assert entered is client
     with pytest.raises(RuntimeError):
         client.get_order(5)
+
+
+def test_a_call_logs_one_debug_line_and_nothing_at_info(
+    make_client: MakeClient, recorder: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    client = make_client(reply({"entity_id": 5}))
+    with caplog.at_level(logging.DEBUG):
+        client.get_order(5)
+    recorder.requests.clear()
+    lines = [(r.name, r.levelno, r.getMessage()) for r in caplog.records]
+    assert len(lines) == 1
+    name, level, message = lines[0]
+    assert (name, level) == ("refund_worker.magento.client", logging.DEBUG)
+    assert message.startswith("magento order_get GET /rest/default/V1/orders/5 -> 200 in ")
 
 
 def test_cookies_are_neither_kept_nor_sent(recorder: Any) -> None:
