@@ -60,6 +60,17 @@ def make_engine(database_url: str, **kwargs: Any) -> Engine:
     return create_engine(database_url, **kwargs)
 
 
+@contextmanager
+def _connection_loss_is_retryable() -> Iterator[None]:
+    """A lost or refused database connection leaves as ``DatabaseUnavailable`` (retried)."""
+    try:
+        yield
+    except DBAPIError as exc:
+        if exc.connection_invalidated or isinstance(exc, OperationalError):
+            raise DatabaseUnavailable(f"database unavailable: {type(exc.orig).__name__}") from exc
+        raise
+
+
 class Database:
     """One engine and its session factory."""
 
@@ -77,18 +88,13 @@ class Database:
         """A unit of work: commit on success, roll back on error, connection loss → retryable."""
         session = self.sessions()
         try:
-            yield session
-            session.commit()
-        except DBAPIError as exc:
-            session.rollback()
-            if exc.connection_invalidated or isinstance(exc, OperationalError):
-                raise DatabaseUnavailable(
-                    f"database unavailable: {type(exc.orig).__name__}"
-                ) from exc
-            raise
-        except BaseException:
-            session.rollback()
-            raise
+            with _connection_loss_is_retryable():
+                try:
+                    yield session
+                    session.commit()
+                except BaseException:
+                    session.rollback()
+                    raise
         finally:
             session.close()
 
@@ -97,26 +103,13 @@ class Database:
         """``session_scope`` for Core statements, without the ORM session's bookkeeping: one
         connection and its transaction, committed on success, rolled back on error, with the same
         mapping of a lost connection (connecting included) to ``DatabaseUnavailable``."""
-        connection: Connection | None = None
-        try:
-            connection = self.engine.connect()
-            yield connection
-            connection.commit()
-        except DBAPIError as exc:
-            if connection is not None:
+        with _connection_loss_is_retryable(), self.engine.connect() as connection:
+            try:
+                yield connection
+                connection.commit()
+            except BaseException:
                 connection.rollback()
-            if exc.connection_invalidated or isinstance(exc, OperationalError):
-                raise DatabaseUnavailable(
-                    f"database unavailable: {type(exc.orig).__name__}"
-                ) from exc
-            raise
-        except BaseException:
-            if connection is not None:
-                connection.rollback()
-            raise
-        finally:
-            if connection is not None:
-                connection.close()
+                raise
 
     @property
     def is_sqlite(self) -> bool:
