@@ -43,7 +43,11 @@ RESULTS = BENCH / "results"
 SRC = Path(os.environ.get("BENCH_SRC") or ROOT / "src").resolve()
 sys.path.insert(0, str(SRC))
 
+from refund_worker import celery_app as _celery_app  # noqa: E402
 from refund_worker.celery_app import QUEUE, create_app  # noqa: E402
+
+#: The emails' queue (the refunds queue in a snapshot from before they had their own).
+NOTIFY_QUEUE: str = getattr(_celery_app, "NOTIFY_QUEUE", QUEUE)
 from refund_worker.db import Database, upgrade  # noqa: E402
 from refund_worker.settings import Settings  # noqa: E402
 from refund_worker.simulator.testing import SimulatorProcess, simulator_process  # noqa: E402
@@ -423,12 +427,13 @@ def wait_until(
 
 
 def queue_drained(the_stack: Stack) -> Callable[[], bool]:
-    """True once the refunds queue and Redis's unacked hash are both empty."""
+    """True once the refunds and emails queues and Redis's unacked hash are all empty."""
     client = the_stack.redis
 
     def drained() -> bool:
         pipe = client.pipeline()
         pipe.llen(QUEUE)
+        pipe.llen(NOTIFY_QUEUE)
         pipe.hlen("unacked")
         return sum(pipe.execute()) == 0
 

@@ -688,7 +688,8 @@ class Chaos:
 
     def _restart_redis(self) -> None:
         queued = self.broker.queued()
-        self.log.note("redis restart: SIGKILL", messages_queued=queued)
+        emails = self.broker.queued("refunds.notify")
+        self.log.note("redis restart: SIGKILL", messages_queued=queued, emails_queued=emails)
         self.broker.restart(self.config.redis_down_seconds)
         self.log.note("redis back (empty)")
 

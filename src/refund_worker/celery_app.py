@@ -11,6 +11,9 @@ Redis delivers at least once. Every setting here serves the two promises:
 * the sweeper has a queue of its own that every worker consumes whatever its ``-Q``: in the
   refunds queue it would wait behind the backlog (and expire there) exactly when a Redis restart
   or a crash makes it needed;
+* so have the notification emails (``refunds.notify``): kombu's Redis transport takes from a
+  worker's queues in turn, so an email goes out soon after its refund instead of behind a bulk
+  import's whole backlog, and no ``-Q`` can leave emails unconsumed;
 * task events are on so Flower sees every task; results are not stored (the database is the
   source of truth, and a result backend would only duplicate it).
 """
@@ -27,6 +30,7 @@ from refund_worker.errors import ConfigurationError
 from refund_worker.settings import Settings, get_settings
 
 QUEUE = "refunds"
+NOTIFY_QUEUE = "refunds.notify"
 SWEEP_QUEUE = "refunds.sweep"
 PROCESS_TASK = "refunds.process"
 NOTIFY_TASK = "refunds.notify"
@@ -48,7 +52,10 @@ def configure(app: Celery, settings: Settings) -> None:
         task_reject_on_worker_lost=True,
         task_acks_on_failure_or_timeout=True,
         task_default_queue=QUEUE,
-        task_routes={SWEEP_TASK: {"queue": SWEEP_QUEUE}},
+        task_routes={
+            NOTIFY_TASK: {"queue": NOTIFY_QUEUE},
+            SWEEP_TASK: {"queue": SWEEP_QUEUE},
+        },
         task_track_started=False,
         worker_prefetch_multiplier=4,
         worker_send_task_events=True,
@@ -108,9 +115,10 @@ def _check_at_start(**_: Any) -> None:
 
 
 @celeryd_after_setup.connect
-def _consume_sweeps(instance: Any, **_: Any) -> None:
-    """Every worker consumes the sweeper's queue too, whatever queues it was told to consume."""
-    instance.app.amqp.queues.select_add(SWEEP_QUEUE)
+def _consume_own_queues(instance: Any, **_: Any) -> None:
+    """Every worker consumes the emails' and the sweeper's queues too, whatever its ``-Q``."""
+    for queue in (NOTIFY_QUEUE, SWEEP_QUEUE):
+        instance.app.amqp.queues.select_add(queue)
 
 
 @worker_process_init.connect

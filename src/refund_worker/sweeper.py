@@ -33,16 +33,24 @@ class SweepResult:
 
 
 def find_stranded(
-    database: Database, settings: Settings, now: datetime, queued_since: datetime | None = None
+    database: Database,
+    settings: Settings,
+    now: datetime,
+    queued_since: datetime | None = None,
+    notifications_queued_since: datetime | None = None,
 ) -> SweepResult:
     """Refunds and notifications that should have run by now and show no sign of it.
 
-    ``queued_since``: when the oldest message still waiting in the broker was published. A row
-    published after it still has its message in the queue, behind a backlog: publishing it
-    again would only lengthen the backlog (each period, for every waiting row).
+    ``queued_since``: when the oldest message still waiting in the refunds queue was published
+    (``notifications_queued_since``: in the emails' queue). A row published after it still has
+    its message in the queue, behind a backlog: publishing it again would only lengthen the
+    backlog (each period, for every waiting row). ``None``: cannot be told.
     """
     stale = now - timedelta(seconds=settings.republish_after_seconds)
     published_stale = stale if queued_since is None else min(stale, queued_since)
+    email_published_stale = (
+        stale if notifications_queued_since is None else min(stale, notifications_queued_since)
+    )
     waiting = (RefundStatus.QUEUED.value, RefundStatus.RETRYING.value)
     notifiable = (NotificationStatus.PENDING.value, NotificationStatus.RETRYING.value)
     with database.session_scope() as session:
@@ -91,7 +99,7 @@ def find_stranded(
                             Refund.notification_next_at < stale,
                             or_(
                                 Refund.notification_published_at.is_(None),
-                                Refund.notification_published_at < published_stale,
+                                Refund.notification_published_at < email_published_stale,
                             ),
                         ),
                         and_(
@@ -101,7 +109,7 @@ def find_stranded(
                                 Refund.notification_published_at.is_(None),
                                 Refund.notification_published_at
                                 < Refund.notification_lease_expires_at,
-                                Refund.notification_published_at < published_stale,
+                                Refund.notification_published_at < email_published_stale,
                             ),
                         ),
                     ),

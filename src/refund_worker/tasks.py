@@ -17,7 +17,14 @@ from typing import Any
 from celery import Celery, Task
 from kombu.utils.uuid import uuid
 
-from refund_worker.celery_app import NOTIFY_TASK, PROCESS_TASK, QUEUE, SWEEP_TASK, app
+from refund_worker.celery_app import (
+    NOTIFY_QUEUE,
+    NOTIFY_TASK,
+    PROCESS_TASK,
+    QUEUE,
+    SWEEP_TASK,
+    app,
+)
 from refund_worker.errors import RetryableError
 from refund_worker.models import utcnow
 from refund_worker.refunds import AttemptResult
@@ -84,7 +91,11 @@ def sweep() -> dict[str, int]:
     runtime = get_runtime()
     now = utcnow()
     found = find_stranded(
-        runtime.database, runtime.settings, now, queued_since=oldest_queued_at(app, now)
+        runtime.database,
+        runtime.settings,
+        now,
+        queued_since=oldest_queued_at(app, now),
+        notifications_queued_since=oldest_queued_at(app, now, NOTIFY_QUEUE),
     )
     publish_refunds(app, found.refunds)
     publish_notifications(app, found.notifications)
@@ -98,8 +109,8 @@ def sweep() -> dict[str, int]:
     return {"refunds": len(found.refunds), "notifications": len(found.notifications)}
 
 
-def oldest_queued_at(celery_app: Celery, now: datetime) -> datetime | None:
-    """When the oldest message still waiting in the refunds queue was published.
+def oldest_queued_at(celery_app: Celery, now: datetime, queue: str = QUEUE) -> datetime | None:
+    """When the oldest message still waiting in ``queue`` was published.
 
     Every message published after it is still in the queue (Redis lists are first in, first
     out), so its refund is not stranded however long ago that was. ``now`` when the queue is
@@ -111,7 +122,7 @@ def oldest_queued_at(celery_app: Celery, now: datetime) -> datetime | None:
             if client is None or not hasattr(client, "lrange"):
                 return None
             # Published with LPUSH, consumed with BRPOP: the oldest message is the last one.
-            waiting = client.lrange(QUEUE, -QUEUE_PEEK, -1)
+            waiting = client.lrange(queue, -QUEUE_PEEK, -1)
     except Exception:  # the broker is away: sweep as if nothing were queued
         log.warning("cannot look into the broker's queue", exc_info=True)
         return None
@@ -127,8 +138,8 @@ def oldest_queued_at(celery_app: Celery, now: datetime) -> datetime | None:
     return None
 
 
-def _publish(celery_app: Celery, task_name: str, refund_ids: Sequence[str]) -> None:
-    """Publish one message per id straight to the queue, pipelined where the transport can.
+def _publish(celery_app: Celery, task_name: str, queue: str, refund_ids: Sequence[str]) -> None:
+    """Publish one message per id straight to ``queue``, pipelined where the transport can.
 
     Each message is the one ``send_task`` would send (``app.amqp.as_task_v2``: the same headers,
     body and properties, to the default exchange with the queue as routing key), built without
@@ -140,7 +151,7 @@ def _publish(celery_app: Celery, task_name: str, refund_ids: Sequence[str]) -> N
     amqp = celery_app.amqp
     reply_to = celery_app.thread_oid  # this thread's node id, computed once, not per message
     with celery_app.producer_or_acquire() as producer:
-        producer.maybe_declare(amqp.queues[QUEUE])
+        producer.maybe_declare(amqp.queues[queue])
         batch = getattr(producer, "batch", None)  # kombu >= 5.7: one pipeline per batch
         with batch() if batch is not None else contextlib.nullcontext():
             for refund_id in refund_ids:
@@ -157,7 +168,7 @@ def _publish(celery_app: Celery, task_name: str, refund_ids: Sequence[str]) -> N
                 producer.publish(
                     message.body,
                     exchange="",
-                    routing_key=QUEUE,
+                    routing_key=queue,
                     serializer="json",
                     headers={**message.headers, **_stamp()},
                     delivery_mode=2,
@@ -167,12 +178,12 @@ def _publish(celery_app: Celery, task_name: str, refund_ids: Sequence[str]) -> N
 
 def publish_refunds(celery_app: Celery, refund_ids: Sequence[str]) -> None:
     """Publish ``refunds.process`` for each id."""
-    _publish(celery_app, PROCESS_TASK, refund_ids)
+    _publish(celery_app, PROCESS_TASK, QUEUE, refund_ids)
 
 
 def publish_notifications(celery_app: Celery, refund_ids: Sequence[str]) -> None:
-    """Publish ``refunds.notify`` for each id."""
-    _publish(celery_app, NOTIFY_TASK, refund_ids)
+    """Publish ``refunds.notify`` for each id, to the emails' own queue."""
+    _publish(celery_app, NOTIFY_TASK, NOTIFY_QUEUE, refund_ids)
 
 
 class CeleryPublisher:

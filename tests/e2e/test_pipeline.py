@@ -4,6 +4,7 @@ real socket, SQLite and PostgreSQL. Each Magento service, and each failure class
 from __future__ import annotations
 
 import pytest
+from sqlalchemy import text
 
 from refund_worker.simulator import SimulatorState
 from tests.e2e.conftest import Stack
@@ -142,3 +143,34 @@ def test_failure_classes(stack: Stack) -> None:
     assert flaky_ops.count("order_refund") == 3
     assert len([m for m in state.creditmemos()
                 if m["order_id"] == flaky["order_id"]]) == 1
+
+
+def test_emails_do_not_wait_behind_the_refund_backlog(stack: Stack) -> None:
+    """Emails have their own queue, which a worker takes from in turn with the refunds queue: the
+    first refund's email goes out long before a backlog of refunds is done (in one queue it
+    would go out after the whole backlog)."""
+    made = [
+        stack.state.add_order(
+            {"payment_method": "braintree", "shipped": True,
+             "items": [{"sku": "CAP", "qty": 1, "price": 10}]}
+        )
+        for _ in range(40)
+    ]
+    receipts = stack.enqueue(
+        *({"idempotency_key": f"backlog-{n}", "order_id": order["order_id"],
+           "notify_customer": True} for n, order in enumerate(made))
+    )
+    stack.start_worker(1)  # one thread: tasks run one at a time, in the order they are taken
+    views = stack.wait_settled([r.refund_id for r in receipts], timeout=120)
+    assert {view.notification_status.value for view in views.values()} == {"sent"}
+    with stack.database.engine.connect() as connection:
+        operations = list(
+            connection.execute(
+                text("SELECT operation FROM magento_calls ORDER BY id")
+            ).scalars()
+        )
+    refunds_before_first_email = operations[: operations.index("creditmemo_emails")].count(
+        "invoice_refund"
+    )
+    # At most the refunds prefetched (4 per thread) and the one running when it was published.
+    assert refunds_before_first_email <= 6, operations

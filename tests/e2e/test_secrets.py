@@ -22,7 +22,7 @@ import pytest
 import redis
 from sqlalchemy import String, Text, func, inspect, select, text
 
-from refund_worker.celery_app import NOTIFY_TASK, PROCESS_TASK, QUEUE, create_app
+from refund_worker.celery_app import NOTIFY_QUEUE, NOTIFY_TASK, PROCESS_TASK, QUEUE, create_app
 from refund_worker.db import Database, upgrade
 from refund_worker.models import MagentoCall
 from refund_worker.settings import Settings
@@ -124,7 +124,11 @@ def secret_stack(request: pytest.FixtureRequest, pg_url: str, redis_url: str,
 def queued_messages(redis_url: str) -> list[dict[str, Any]]:
     client = redis.Redis.from_url(redis_url)
     try:
-        return [json.loads(raw) for raw in client.lrange(QUEUE, 0, -1)]
+        return [
+            json.loads(raw)
+            for queue in (QUEUE, NOTIFY_QUEUE)
+            for raw in client.lrange(queue, 0, -1)
+        ]
     finally:
         client.close()
 

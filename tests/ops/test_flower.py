@@ -81,7 +81,12 @@ def test_flower_shows_refund_tasks_behind_basic_auth(flower_stack: FlowerStack) 
 
     workers = flower_stack.get("/api/workers?refresh=1").json()
     [worker_name] = workers
-    assert "refunds" in {queue["name"] for queue in workers[worker_name]["active_queues"]}
+    # `-Q refunds`, and the emails' and the sweeper's queues, which every worker consumes.
+    assert {queue["name"] for queue in workers[worker_name]["active_queues"]} == {
+        "refunds",
+        "refunds.notify",
+        "refunds.sweep",
+    }
 
     for path in ("/api/workers?refresh=1", "/api/tasks", "/tasks", "/"):
         assert flower_stack.get(path, auth=None).status_code == 401, path

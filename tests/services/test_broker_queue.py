@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import json
 import time
 from datetime import UTC, datetime
 
 import pytest
 import redis
 
-from refund_worker.celery_app import QUEUE, create_app
+from refund_worker.celery_app import NOTIFY_QUEUE, NOTIFY_TASK, PROCESS_TASK, QUEUE, create_app
 from refund_worker.models import utcnow
-from refund_worker.tasks import PUBLISHED_AT_HEADER, oldest_queued_at, publish_refunds
+from refund_worker.tasks import (
+    PUBLISHED_AT_HEADER,
+    oldest_queued_at,
+    publish_notifications,
+    publish_refunds,
+)
 from tests.services.conftest import fast_settings
 
 pytestmark = pytest.mark.redis
@@ -33,6 +39,30 @@ def test_the_oldest_stamped_message_in_the_queue_is_found(redis_url: str) -> Non
     raw = client.lrange(QUEUE, 0, -1)
     assert all(PUBLISHED_AT_HEADER in item.decode() for item in raw[:-1])
     client.close()
+
+
+def test_emails_have_a_queue_of_their_own(redis_url: str) -> None:
+    app = create_app(fast_settings(broker_url=redis_url))
+    client = redis.Redis.from_url(redis_url)
+    try:
+        publish_refunds(app, ["r1"])
+        time.sleep(0.05)
+        before = time.time()
+        publish_notifications(app, ["n1"])
+        refunds = [json.loads(raw)["headers"]["task"] for raw in client.lrange(QUEUE, 0, -1)]
+        emails = [json.loads(raw)["headers"] for raw in client.lrange(NOTIFY_QUEUE, 0, -1)]
+        assert refunds == [PROCESS_TASK]
+        assert [(h["task"], h["argsrepr"]) for h in emails] == [(NOTIFY_TASK, "('n1',)")]
+        # The sweeper reads each queue's own backlog.
+        oldest_email = oldest_queued_at(app, utcnow(), NOTIFY_QUEUE)
+        assert oldest_email is not None
+        assert before - 0.01 <= oldest_email.timestamp() <= before + 0.04
+        oldest_refund = oldest_queued_at(app, utcnow())
+        assert oldest_refund is not None
+        assert oldest_refund.timestamp() < before
+    finally:
+        client.close()
+        app.close()
 
 
 def test_another_broker_says_nothing() -> None:

@@ -97,11 +97,19 @@ def test_a_row_whose_message_waits_behind_a_backlog_is_not_published_again(env: 
     add(env, "email-waiting-behind-backlog", now, status="succeeded",
         notification_status="pending", notification_next_at=now - timedelta(seconds=stale * 4),
         notification_published_at=now - timedelta(seconds=stale * 4))
-    # The oldest message still in the queue was published before those rows' messages:
-    backlog = find_stranded(env.database, env.settings, now,
-                            queued_since=now - timedelta(seconds=stale * 5))
+    # The oldest message still in each queue was published before those rows' messages:
+    behind = now - timedelta(seconds=stale * 5)
+    backlog = find_stranded(env.database, env.settings, now, queued_since=behind,
+                            notifications_queued_since=behind)
     assert (backlog.refunds, backlog.notifications) == ([], [])
+    # Each queue speaks for its own rows: a backlog of refunds holds back no email, and back.
+    refunds_only = find_stranded(env.database, env.settings, now, queued_since=behind)
+    assert (refunds_only.refunds, len(refunds_only.notifications)) == ([], 1)
+    emails_only = find_stranded(env.database, env.settings, now,
+                                notifications_queued_since=behind)
+    assert (len(emails_only.refunds), emails_only.notifications) == (1, [])
     # The queue has moved past them (or is empty: queued_since is now): their messages are gone.
     for queued_since in (now - timedelta(seconds=stale * 3), now, None):
-        found = find_stranded(env.database, env.settings, now, queued_since=queued_since)
+        found = find_stranded(env.database, env.settings, now, queued_since=queued_since,
+                              notifications_queued_since=queued_since)
         assert (len(found.refunds), len(found.notifications)) == (1, 1)
