@@ -5,6 +5,12 @@ online refund with a notification that is GET order, GET invoice, POST refund, P
 Each layout (``POOL:PROCESSESxCONCURRENCY[+patch,...]``) gets fresh workers; ``--seconds``
 sizes a run to last about that long at the ceiling. Target: ≥ 0.9 at total concurrency ≥ 64.
 
+Besides the whole run's rate, each row says where the threads' time went (``call_ms``: a Magento
+call as the client timed it; ``outside_calls_ms``: per refund, thread time not in a call), the
+rate in the middle 80% of the calls (``middle_per_s``: without the start and the drain), the
+calls per second over the run (``timeline``, in the JSON) and how long emails waited after their
+refund (``email_delay_s_median``).
+
     python bench/latency.py                                   # threads and gevent, 2x32 and 1x64
     python bench/latency.py --layout threads:2x32 --seconds 8 --repeat 1    # smoke, < 1 min
 """
@@ -15,6 +21,7 @@ import argparse
 from typing import Any
 
 import common
+from sqlalchemy import text
 
 TARGET = 0.9
 
@@ -61,6 +68,7 @@ def main() -> None:
                 result = common.run_refunds(
                     stack, common.refund_requests(batch[100:], f"l{used}", notify)
                 )
+                where = _thread_time(stack, total, calls, result)
                 stack.stop_workers()
                 stack.reset_broker()
                 row = {
@@ -75,6 +83,7 @@ def main() -> None:
                     "machine_cores": result["cores"]["machine"],
                     "failed": result["failed"],
                     "stalled": result["stalled"],
+                    **where,
                     "run": result,
                 }
                 rows.append(row)
@@ -98,6 +107,58 @@ def main() -> None:
     )
 
 
+def _thread_time(
+    stack: common.Stack, threads: int, calls_per_refund: float, result: dict[str, Any]
+) -> dict[str, Any]:
+    """Where the threads' time went, per refund: in Magento calls (as the client timed them,
+    from the audit rows) and outside them (claims, records, Celery, idle at start and end)."""
+    with stack.database.engine.connect() as connection:
+        calls, total_ms = connection.execute(
+            text("SELECT count(*), coalesce(sum(duration_ms), 0) FROM magento_calls")
+        ).one()
+        recorded = sorted(
+            connection.execute(text("SELECT created_at FROM magento_calls")).scalars()
+        )
+        # How long each email waited after its refund's outcome was recorded.
+        delays = sorted(
+            delay
+            for delay in connection.execute(
+                text(
+                    "SELECT EXTRACT(EPOCH FROM max(created_at) FILTER "
+                    "(WHERE operation = 'creditmemo_emails') - max(created_at) FILTER "
+                    "(WHERE operation <> 'creditmemo_emails')) FROM magento_calls "
+                    "GROUP BY refund_id"
+                )
+            ).scalars()
+            if delay is not None
+        )
+    refunds = max(result["refunds"] - result["stalled"], 1)
+    middle = recorded[len(recorded) // 10 : len(recorded) * 9 // 10]
+    span = (middle[-1] - middle[0]).total_seconds() if len(middle) > 1 else 0
+    thread_ms = threads * result["seconds"] * 1000 / refunds
+    return {
+        "call_ms": round(total_ms / max(calls, 1), 1),
+        "thread_ms_per_refund": round(thread_ms, 1),
+        "in_calls_ms": round(total_ms / refunds, 1),
+        "outside_calls_ms": round(thread_ms - total_ms / refunds, 1),
+        # calls recorded in each second after the first, in refunds (4 calls each)
+        "timeline": _per_second(recorded, calls_per_refund),
+        # calls recorded per second in the middle 80% of them, in refunds (4 calls each)
+        "middle_per_s": round((len(middle) - 1) / span / calls_per_refund, 1) if span else None,
+        "email_delay_s_median": round(float(delays[len(delays) // 2]), 2) if delays else None,
+        "email_delay_s_max": round(float(delays[-1]), 2) if delays else None,
+    }
+
+
+def _per_second(moments: list[Any], calls_per_refund: float) -> list[float]:
+    if not moments:
+        return []
+    counts = [0] * (int((moments[-1] - moments[0]).total_seconds()) + 1)
+    for moment in moments:
+        counts[int((moment - moments[0]).total_seconds())] += 1
+    return [round(c / calls_per_refund, 1) for c in counts]
+
+
 _COLUMNS = [
     "what",
     "concurrency",
@@ -109,6 +170,10 @@ _COLUMNS = [
     "machine_cores",
     "failed",
     "stalled",
+    "call_ms",
+    "outside_calls_ms",
+    "middle_per_s",
+    "email_delay_s_median",
 ]
 
 
