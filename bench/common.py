@@ -557,6 +557,7 @@ def run_refunds(
     the_stack.truncate()
     publisher = the_stack.publisher()
     count = count_done(the_stack)
+    sessions_before = _sessions(the_stack)
     with CpuMeter(the_stack) as meter:
         results = enqueue_refunds(
             [validate_request(r) for r in requests],
@@ -580,6 +581,7 @@ def run_refunds(
 
         wait_until(finished, timeout, 0.1, "the refunds to settle")
     stalled = len(requests) - done_failed[0]
+    sessions = _sessions(the_stack) - sessions_before
     wall = meter.wall
     if stalled:  # the rate of what got done, up to the last progress
         wall = progress[1] - meter.start_wall
@@ -607,7 +609,20 @@ def run_refunds(
             role: round(1000 * seconds / n, 3) for role, seconds in meter.seconds.items()
         },
         "cores": meter.cores(),
+        # PostgreSQL connections opened meanwhile (each costs a backend fork and a handshake)
+        "db_connections_opened": sessions,
     }
+
+
+def _sessions(the_stack: Stack) -> int:
+    """Connections ever opened to the run's database (PostgreSQL's own count, as of now)."""
+    with the_stack.database.engine.connect() as connection:
+        connection.execute(text("SELECT pg_stat_clear_snapshot()"))
+        return int(
+            connection.execute(
+                text("SELECT sessions FROM pg_stat_database WHERE datname = current_database()")
+            ).scalar_one()
+        )
 
 
 def parse_layout(text: str) -> tuple[str, int, int]:
