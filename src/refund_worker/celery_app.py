@@ -35,6 +35,8 @@ SWEEP_QUEUE = "refunds.sweep"
 PROCESS_TASK = "refunds.process"
 NOTIFY_TASK = "refunds.notify"
 SWEEP_TASK = "refunds.sweep"
+#: Queues every worker consumes on top of its ``-Q``.
+ALWAYS_CONSUMED = (NOTIFY_QUEUE, SWEEP_QUEUE)
 
 
 def configure(app: Celery, settings: Settings) -> None:
@@ -117,7 +119,7 @@ def _check_at_start(**_: Any) -> None:
 @celeryd_after_setup.connect
 def _consume_own_queues(instance: Any, **_: Any) -> None:
     """Every worker consumes the emails' and the sweeper's queues too, whatever its ``-Q``."""
-    for queue in (NOTIFY_QUEUE, SWEEP_QUEUE):
+    for queue in ALWAYS_CONSUMED:
         instance.app.amqp.queues.select_add(queue)
 
 

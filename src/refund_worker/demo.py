@@ -20,7 +20,7 @@ from celery.contrib.testing.worker import start_worker
 from rich.table import Table
 
 from refund_worker import intake
-from refund_worker.celery_app import app, configure
+from refund_worker.celery_app import ALWAYS_CONSUMED, QUEUE, app, configure
 from refund_worker.queries import refund_view
 from refund_worker.runtime import Runtime, set_runtime
 from refund_worker.schemas import SETTLED_STATUSES, RefundReceipt, RefundView
@@ -316,6 +316,8 @@ def run_demo(*, keep: bool = False) -> DemoReport:
             publisher = CeleryPublisher(app)
             with start_worker(
                 app,
+                # An in-process worker skips the signal that adds these queues to a real one.
+                queues=[QUEUE, *ALWAYS_CONSUMED],
                 pool="threads",
                 concurrency=4,
                 perform_ping_check=False,
