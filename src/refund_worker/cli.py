@@ -738,7 +738,8 @@ def worker(ctx: click.Context) -> None:
 
     Defaults: ``--pool threads --concurrency 16 --queues refunds -E``: refunds wait on Magento,
     so an I/O pool with many threads per process suits them; run two processes per core (one
-    process's threads share one interpreter lock, see docs/performance.md).
+    process's threads share one interpreter lock, see docs/performance.md). Whatever ``--queues``
+    says, the worker also consumes the emails' (``refunds.notify``) and the sweeper's queues.
     """
     from refund_worker.celery_app import QUEUE, app
 
