@@ -45,15 +45,14 @@ sys.path.insert(0, str(SRC))
 
 from refund_worker import celery_app as _celery_app  # noqa: E402
 from refund_worker.celery_app import QUEUE, create_app  # noqa: E402
-
-#: The emails' queue (the refunds queue in a snapshot from before they had their own).
-NOTIFY_QUEUE: str = getattr(_celery_app, "NOTIFY_QUEUE", QUEUE)
 from refund_worker.db import Database, upgrade  # noqa: E402
 from refund_worker.settings import Settings  # noqa: E402
 from refund_worker.simulator.testing import SimulatorProcess, simulator_process  # noqa: E402
 from refund_worker.tasks import CeleryPublisher  # noqa: E402
 
 console = Console(width=150)
+#: The emails' queue (the refunds queue in a snapshot from before they had their own).
+NOTIFY_QUEUE: str = getattr(_celery_app, "NOTIFY_QUEUE", QUEUE)
 TOKEN = "bench-token"
 PG_ADMIN = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 NOOP_TASK = "bench.noop"

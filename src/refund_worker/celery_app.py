@@ -35,6 +35,8 @@ SWEEP_QUEUE = "refunds.sweep"
 PROCESS_TASK = "refunds.process"
 NOTIFY_TASK = "refunds.notify"
 SWEEP_TASK = "refunds.sweep"
+#: Each task's queue: ``task_routes`` for ``send_task``, and ``tasks._publish``'s own messages.
+TASK_QUEUES = {PROCESS_TASK: QUEUE, NOTIFY_TASK: NOTIFY_QUEUE, SWEEP_TASK: SWEEP_QUEUE}
 #: Queues every worker consumes on top of its ``-Q``.
 ALWAYS_CONSUMED = (NOTIFY_QUEUE, SWEEP_QUEUE)
 
@@ -54,10 +56,7 @@ def configure(app: Celery, settings: Settings) -> None:
         task_reject_on_worker_lost=True,
         task_acks_on_failure_or_timeout=True,
         task_default_queue=QUEUE,
-        task_routes={
-            NOTIFY_TASK: {"queue": NOTIFY_QUEUE},
-            SWEEP_TASK: {"queue": SWEEP_QUEUE},
-        },
+        task_routes={task: {"queue": queue} for task, queue in TASK_QUEUES.items()},
         task_track_started=False,
         worker_prefetch_multiplier=4,
         worker_send_task_events=True,

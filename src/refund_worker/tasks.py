@@ -23,6 +23,7 @@ from refund_worker.celery_app import (
     PROCESS_TASK,
     QUEUE,
     SWEEP_TASK,
+    TASK_QUEUES,
     app,
 )
 from refund_worker.errors import RetryableError
@@ -138,8 +139,8 @@ def oldest_queued_at(celery_app: Celery, now: datetime, queue: str = QUEUE) -> d
     return None
 
 
-def _publish(celery_app: Celery, task_name: str, queue: str, refund_ids: Sequence[str]) -> None:
-    """Publish one message per id straight to ``queue``, pipelined where the transport can.
+def _publish(celery_app: Celery, task_name: str, refund_ids: Sequence[str]) -> None:
+    """Publish one message per id straight to the task's queue, pipelined where it can be.
 
     Each message is the one ``send_task`` would send (``app.amqp.as_task_v2``: the same headers,
     body and properties, to the default exchange with the queue as routing key), built without
@@ -149,6 +150,7 @@ def _publish(celery_app: Celery, task_name: str, queue: str, refund_ids: Sequenc
     if not refund_ids:
         return
     amqp = celery_app.amqp
+    queue = TASK_QUEUES[task_name]
     reply_to = celery_app.thread_oid  # this thread's node id, computed once, not per message
     with celery_app.producer_or_acquire() as producer:
         producer.maybe_declare(amqp.queues[queue])
@@ -178,12 +180,12 @@ def _publish(celery_app: Celery, task_name: str, queue: str, refund_ids: Sequenc
 
 def publish_refunds(celery_app: Celery, refund_ids: Sequence[str]) -> None:
     """Publish ``refunds.process`` for each id."""
-    _publish(celery_app, PROCESS_TASK, QUEUE, refund_ids)
+    _publish(celery_app, PROCESS_TASK, refund_ids)
 
 
 def publish_notifications(celery_app: Celery, refund_ids: Sequence[str]) -> None:
     """Publish ``refunds.notify`` for each id, to the emails' own queue."""
-    _publish(celery_app, NOTIFY_TASK, NOTIFY_QUEUE, refund_ids)
+    _publish(celery_app, NOTIFY_TASK, refund_ids)
 
 
 class CeleryPublisher:
