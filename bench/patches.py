@@ -106,6 +106,28 @@ def one_queue() -> None:
     TASK_QUEUES[NOTIFY_TASK] = QUEUE
 
 
+@patch
+def db_pool_log() -> None:
+    """Log every new database connection with the pool's state to ``/tmp/dbpool-PID.log``, to
+    see why connections are opened mid-run."""
+    import os
+    import threading
+    import traceback
+
+    from sqlalchemy.pool import QueuePool
+
+    original = QueuePool._create_connection
+
+    def create_connection(self: Any) -> Any:
+        stack = "".join(traceback.format_stack(limit=14)[:-1])
+        with open(f"/tmp/dbpool-{os.getpid()}.log", "a") as log:
+            thread = threading.current_thread().name
+            log.write(f"connect thread={thread} {self.status()}\n{stack}\n")
+        return original(self)
+
+    QueuePool._create_connection = create_connection  # type: ignore[method-assign]
+
+
 #: Every change above that keeps behaviour, together. (The fixes measured here before, from
 #: ``no-pre-ping`` to ``publish-prebuilt``, are in ``src/`` now: docs/performance.md.)
 BUNDLES = {

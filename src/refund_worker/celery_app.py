@@ -101,10 +101,13 @@ app = create_app()
 
 
 @worker_init.connect
-def _check_at_start(**_: Any) -> None:
-    """Fail fast on an unusable configuration, before the first task is taken."""
-    from refund_worker.runtime import get_runtime
+def _check_at_start(sender: Any = None, **_: Any) -> None:
+    """Size the database pool to the worker's concurrency, and fail fast on an unusable
+    configuration, before the first task is taken."""
+    from refund_worker.runtime import get_runtime, set_task_slots
 
+    concurrency = getattr(sender, "concurrency", None)
+    set_task_slots(concurrency if isinstance(concurrency, int) else None)
     try:
         runtime = get_runtime()
         check_visibility_timeout(app, runtime.settings)

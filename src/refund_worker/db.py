@@ -79,9 +79,12 @@ class Database:
         self.sessions = sessionmaker(engine, expire_on_commit=False)
 
     @classmethod
-    def from_url(cls, database_url: str) -> Database:
-        """A database for ``database_url``."""
-        return cls(make_engine(database_url))
+    def from_url(cls, database_url: str, *, pool_size: int | None = None) -> Database:
+        """A database for ``database_url``, keeping up to ``pool_size`` connections open (10 by
+        default; more are opened when needed and closed when returned)."""
+        if pool_size is None:
+            return cls(make_engine(database_url))
+        return cls(make_engine(database_url, pool_size=pool_size))
 
     @contextmanager
     def session_scope(self) -> Iterator[Session]:

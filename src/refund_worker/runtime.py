@@ -63,7 +63,9 @@ class Runtime:
         request sent in one write: see :mod:`refund_worker.magento.transport`), calls recorded
         per attempt."""
         settings.require_magento()
-        database = Database.from_url(settings.database_url)
+        database = Database.from_url(
+            settings.database_url, pool_size=database_pool_size(settings, _task_slots)
+        )
         client = MagentoClient(
             str(settings.magento_url),
             auth=magento_auth(settings),
@@ -95,6 +97,17 @@ class Runtime:
         self.database.dispose()
 
 
+def database_pool_size(settings: Settings, task_slots: int | None) -> int | None:
+    """The setting if given; else one connection per task slot and one for the process itself
+    (kept open, where the default pool of 10 would open and close the rest per task once more
+    than 10 tasks hold one); ``None`` (the engine's default) outside a worker."""
+    if settings.database_pool_size is not None:
+        return settings.database_pool_size
+    if task_slots is not None:
+        return task_slots + 1
+    return None
+
+
 def _client_factory(client: MagentoClient) -> Callable[[Callable[[CallRecord], None]], MagentoAPI]:
     def factory(on_call: Callable[[CallRecord], None]) -> MagentoAPI:
         _recorder.set(on_call)
@@ -115,6 +128,14 @@ def _limiter_for(settings: Settings) -> CallLimiter:
 
 _lock = threading.Lock()
 _runtime: Runtime | None = None
+_task_slots: int | None = None
+
+
+def set_task_slots(slots: int | None) -> None:
+    """Tell the runtime built next how many tasks this process runs at once (the worker's
+    concurrency), to size its database pool."""
+    global _task_slots
+    _task_slots = slots
 
 
 def get_runtime() -> Runtime:

@@ -42,6 +42,9 @@ class Settings(BaseSettings):
 
     broker_url: str = "redis://localhost:6379/0"
     database_url: str = "sqlite:///refund_worker.db"
+    #: Database connections each process keeps open. Default: a worker's concurrency + 1 (one
+    #: per task thread, so none is opened and closed per task), 10 for other processes.
+    database_pool_size: int | None = Field(None, ge=1, le=1000)
 
     magento_url: str | None = None
     magento_store_code: str = "default"
