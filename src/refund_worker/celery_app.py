@@ -15,7 +15,8 @@ Redis delivers at least once. Every setting here serves the two promises:
   worker's queues in turn, so an email goes out soon after its refund instead of behind a bulk
   import's whole backlog, and no ``-Q`` can leave emails unconsumed;
 * task events are on so Flower sees every task; results are not stored (the database is the
-  source of truth, and a result backend would only duplicate it).
+  source of truth, and a result backend would only duplicate it);
+* a worker survives the broker dying under running tasks (:mod:`refund_worker.broker_fixes`).
 """
 
 from __future__ import annotations
@@ -26,8 +27,11 @@ from typing import Any
 from celery import Celery
 from celery.signals import celeryd_after_setup, worker_init, worker_process_init
 
+from refund_worker import broker_fixes
 from refund_worker.errors import ConfigurationError
 from refund_worker.settings import Settings, get_settings
+
+broker_fixes.apply()
 
 QUEUE = "refunds"
 NOTIFY_QUEUE = "refunds.notify"
