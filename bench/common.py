@@ -354,7 +354,9 @@ def _cpu_seconds(processes: Sequence[psutil.Process]) -> dict[int, float]:
 
 class CpuMeter:
     """CPU seconds spent during a window, by role: workers, simulator, our PostgreSQL backends,
-    redis-server (shared with others), this process, and the whole machine."""
+    redis-server (shared with others), this process, and the whole machine. ``worker_main`` is
+    the workers' main processes alone (with prefork, the consumer without its children); it is
+    part of ``workers``."""
 
     def __init__(self, the_stack: Stack) -> None:
         self.stack = the_stack
@@ -366,6 +368,7 @@ class CpuMeter:
         workers = [p for w in self.stack.workers for p in _tree(w.pid)]
         return {
             "workers": workers,
+            "worker_main": [p for p in workers if p.pid in {w.pid for w in self.stack.workers}],
             "simulator": _tree(self.stack.simulator.process.pid),
             "postgres": self._backends(),
             "redis": [p for p in psutil.process_iter(["name"]) if p.info["name"] == "redis-server"],
@@ -400,7 +403,8 @@ class CpuMeter:
             self.seconds[role] = sum(max(0.0, v - before.get(pid, 0.0)) for pid, v in now.items())
         busy = _busy(end_machine) - _busy(self.start_machine)
         self.seconds["machine"] = busy
-        ours = sum(v for k, v in self.seconds.items() if k not in ("machine", "redis"))
+        apart = ("machine", "redis", "worker_main")  # worker_main is counted in workers
+        ours = sum(v for k, v in self.seconds.items() if k not in apart)
         self.seconds["others"] = max(0.0, busy - ours - self.seconds["redis"])
 
     def cores(self) -> dict[str, float]:
@@ -536,6 +540,7 @@ def run_noop(the_stack: Stack, count: int, timeout: float = 600) -> dict[str, An
         "seconds": round(meter.wall, 3),
         "tasks_per_s": round(count / meter.wall, 1),
         "worker_cpu_ms_per_task": round(1000 * meter.seconds["workers"] / count, 3),
+        "main_cpu_ms_per_task": round(1000 * meter.seconds["worker_main"] / count, 3),
         "cores": meter.cores(),
     }
 

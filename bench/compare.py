@@ -1,11 +1,13 @@
 """A/B: the pipeline with prototype fixes (``bench/patches.py``) against the code as it is.
 
-Each variant is a comma-separated list of patches (``base`` = none, ``all`` = every one). In
+Each variant is a comma-separated list of patches (``base`` = none, ``all`` = every one),
+optionally with its own pool and concurrency after ``@`` (``base@prefork:3``). In
 each round every variant gets a fresh worker process, a no-op run and a refund run, in turn, so
 the noise of the shared machine falls on all of them alike; medians over ``--repeat`` rounds.
 
     python bench/compare.py --variant base --variant kombu-client-cache
     python bench/compare.py --refunds 300 --noops 1000 --repeat 1 --variant base --variant all
+    python bench/compare.py --variant base@prefork:3 --variant base@prefork:4
 """
 
 from __future__ import annotations
@@ -39,10 +41,12 @@ def main() -> None:
         used = 0
         for round_ in range(args.repeat):
             for variant in variants:
-                patches = [] if variant == "base" else variant.split(",")
+                names, _, layout = variant.partition("@")
+                patches = [] if names == "base" else names.split(",")
+                pool, _, concurrency = layout.partition(":")
                 stack.start_worker(
-                    pool=args.pool,
-                    concurrency=args.concurrency,
+                    pool=pool or args.pool,
+                    concurrency=int(concurrency or args.concurrency),
                     events=not args.no_events,
                     patches=patches,
                 )

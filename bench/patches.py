@@ -128,6 +128,40 @@ def db_pool_log() -> None:
     QueuePool._create_connection = create_connection  # type: ignore[method-assign]
 
 
+@patch
+def db_count() -> None:
+    """Count each engine's statements by their first words, and its commits, into
+    ``/tmp/dbcount-PID.json`` at exit: the database round trips a refund costs."""
+    import atexit
+    import json
+    import os
+    from collections import Counter
+
+    from sqlalchemy import event
+    from sqlalchemy.engine import Engine
+
+    counts: Counter[str] = Counter()
+
+    @event.listens_for(Engine, "before_cursor_execute")
+    def statement(_conn: Any, _cursor: Any, sql: str, params: Any, _ctx: Any, many: bool) -> None:
+        words = " ".join(sql.split()[:3])
+        counts[f"{words}{' (many)' if many else ''}"] += 1
+
+    @event.listens_for(Engine, "commit")
+    def commit(_conn: Any) -> None:
+        counts["COMMIT"] += 1
+
+    @event.listens_for(Engine, "begin")
+    def begin(_conn: Any) -> None:
+        counts["BEGIN"] += 1
+
+    def dump() -> None:
+        with open(f"/tmp/dbcount-{os.getpid()}.json", "w") as out:
+            json.dump(counts, out, indent=1, sort_keys=True)
+
+    atexit.register(dump)
+
+
 #: Every change above that keeps behaviour, together. (The fixes measured here before, from
 #: ``no-pre-ping`` to ``publish-prebuilt``, are in ``src/`` now: docs/performance.md.)
 BUNDLES = {

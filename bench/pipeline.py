@@ -65,9 +65,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             common.print_table("pipeline efficiency", rows[-1:], _COLUMNS)
         if args.profile:
             batch = orders[used : used + args.refunds]
-            with profile_worker.sampling(worker.pid) as sampler:
+            prefork = args.pool == "prefork"
+            with profile_worker.sampling(worker.pid, subprocesses=prefork) as sampler:
                 refunds = common.run_refunds(stack, common.refund_requests(batch, "profile"))
-            profile = profile_worker.breakdown(sampler.stacks())
+            profile = profile_worker.breakdown(
+                sampler.stacks(), main_pid=worker.pid if prefork else None
+            )
         calls = common.calls_in_sequence(orders[:total])
     ratio = common.median([row["ratio"] for row in rows])
     summary = {
@@ -77,6 +80,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "ratio": round(ratio, 3),
         "noop_cpu_ms": common.median([row["noop_cpu_ms"] for row in rows]),
         "worker_cpu_ms": common.median([row["worker_cpu_ms"] for row in rows]),
+        "noop_main_ms": common.median([row["noop_main_ms"] for row in rows]),
+        "main_ms": common.median([row["main_ms"] for row in rows]),
+        "main_ratio": common.median([row["main_ratio"] for row in rows]),
+        "noop_main_cores": common.median([row["noop_main_cores"] for row in rows]),
+        "main_cores": common.median([row["main_cores"] for row in rows]),
         "pg_cpu_ms": common.median([row["pg_cpu_ms"] for row in rows]),
         "sim_cpu_ms": common.median([row["sim_cpu_ms"] for row in rows]),
         "machine_cores": common.median([row["machine_cores"] for row in rows]),
@@ -118,6 +126,10 @@ _COLUMNS = [
     "ratio",
     "noop_cpu_ms",
     "worker_cpu_ms",
+    "noop_main_ms",
+    "main_ms",
+    "main_ratio",
+    "noop_main_cores",
     "pg_cpu_ms",
     "sim_cpu_ms",
     "machine_cores",
@@ -134,6 +146,16 @@ def _row(repeat: int, noop: dict[str, Any], refunds: dict[str, Any]) -> dict[str
         "ratio": round(refunds["refunds_per_s"] / noop["tasks_per_s"], 3),
         "noop_cpu_ms": noop["worker_cpu_ms_per_task"],
         "worker_cpu_ms": refunds["cpu_ms_per_refund"]["workers"],
+        # The main process alone (with prefork: the consumer, without the children). Its CPU
+        # per no-op ÷ its CPU per refund is the ratio when it, not the cores, is the bound.
+        "noop_main_ms": noop["main_cpu_ms_per_task"],
+        "main_ms": refunds["cpu_ms_per_refund"]["worker_main"],
+        "main_ratio": round(
+            noop["main_cpu_ms_per_task"] / max(refunds["cpu_ms_per_refund"]["worker_main"], 1e-9),
+            3,
+        ),
+        "noop_main_cores": noop["cores"]["worker_main"],
+        "main_cores": refunds["cores"]["worker_main"],
         "pg_cpu_ms": refunds["cpu_ms_per_refund"]["postgres"],
         "sim_cpu_ms": refunds["cpu_ms_per_refund"]["simulator"],
         "machine_cores": refunds["cores"]["machine"],

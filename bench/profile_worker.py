@@ -54,12 +54,13 @@ ORDER = ["Celery", "database", "HTTP", "our code", "gevent", "other"]
 
 
 class Sampler:
-    def __init__(self, pid: int, rate: int) -> None:
+    def __init__(self, pid: int, rate: int, subprocesses: bool = False) -> None:
         self.output = Path(tempfile.mkstemp(prefix="pyspy-", suffix=".txt")[1])
         py_spy = Path(sys.executable).with_name("py-spy")
         self.process = subprocess.Popen(
             [str(py_spy), "record", "-p", str(pid), "--gil", "--nonblocking", "-r", str(rate),
-             "--full-filenames", "--nolineno", "-f", "raw", "-o", str(self.output)],
+             "--full-filenames", "--nolineno", "-f", "raw", "-o", str(self.output),
+             *(["--subprocesses"] if subprocesses else [])],
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
         )  # fmt: skip
 
@@ -82,8 +83,9 @@ class Sampler:
 
 
 @contextlib.contextmanager
-def sampling(pid: int, rate: int = 200) -> Iterator[Sampler]:
-    sampler = Sampler(pid, rate)
+def sampling(pid: int, rate: int = 200, subprocesses: bool = False) -> Iterator[Sampler]:
+    """py-spy on ``pid`` (and its children, with ``subprocesses``: prefork) meanwhile."""
+    sampler = Sampler(pid, rate, subprocesses)
     try:
         yield sampler
     finally:
@@ -121,13 +123,19 @@ def classify(stack: tuple[str, ...]) -> tuple[str, str]:
     return category, step
 
 
-def breakdown(stacks: Counter[tuple[str, ...]]) -> dict[str, Any]:
-    """Shares of samples by category, and the top (category, our function) pairs."""
+def breakdown(stacks: Counter[tuple[str, ...]], main_pid: int | None = None) -> dict[str, Any]:
+    """Shares of samples by category, and the top (category, our function) pairs. With
+    ``main_pid`` (stacks sampled with ``subprocesses``), categories are split into the main
+    process's and the children's."""
     total = sum(stacks.values()) or 1
     by_category: Counter[str] = Counter()
     by_step: Counter[tuple[str, str]] = Counter()
     for stack, count in stacks.items():
         category, step = classify(stack)
+        if main_pid is not None:
+            # py-spy roots a child's stacks at its parent's "process" frame, then its own
+            main = not any(frame.startswith("process ") for frame in stack[1:2])
+            category = f"{category} ({'main' if main else 'children'})"
         by_category[category] += count
         by_step[(category, step)] += count
     return {
@@ -164,5 +172,6 @@ def print_breakdown(profile: dict[str, Any]) -> None:
     common.print_table("top: category × innermost refund_worker function", top)
 
 
-def _rank(category: str) -> int:
-    return ORDER.index(category) if category in ORDER else len(ORDER)
+def _rank(category: str) -> tuple[int, str]:
+    base = category.split(" (")[0]
+    return (ORDER.index(base) if base in ORDER else len(ORDER), category)
