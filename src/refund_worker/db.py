@@ -77,6 +77,8 @@ class Database:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self.sessions = sessionmaker(engine, expire_on_commit=False)
+        # The same pool; a connection checked out through it runs each statement on its own.
+        self._autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
 
     @classmethod
     def from_url(cls, database_url: str, *, pool_size: int | None = None) -> Database:
@@ -113,6 +115,15 @@ class Database:
             except BaseException:
                 connection.rollback()
                 raise
+
+    @contextmanager
+    def statement_scope(self) -> Iterator[Connection]:
+        """A connection whose every statement is its own transaction, committed as it runs: for
+        a unit of work that is one statement. It saves the ``BEGIN`` and ``COMMIT`` round trips
+        of ``connection_scope``; a lost connection maps to ``DatabaseUnavailable`` the same way.
+        """
+        with _connection_loss_is_retryable(), self._autocommit.connect() as connection:
+            yield connection
 
     @property
     def is_sqlite(self) -> bool:

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import Table, select, update
+from sqlalchemy import Row, Table, and_, case, not_, or_, select, update
 
 from refund_worker.db import Database, param, rowcount
 from refund_worker.errors import MagentoRateLimited, PermanentError, RetryableError
@@ -79,15 +79,47 @@ _FAIL_UNREADABLE = (
     )
 )
 
-#: The claim: the email is being sent, under a lease.
+_status = _refunds.c.notification_status
+_lease = _refunds.c.notification_lease_expires_at
+_next_at = _refunds.c.notification_next_at
+_attempts = _refunds.c.notification_attempts
+_SENDING = NotificationStatus.SENDING.value
+#: The email of a worker that died mid-send: its lease has run out.
+_ABANDONED = and_(_status == _SENDING, or_(_lease.is_(None), _lease <= _P_NOW))
+
+#: The claim, in one statement (so it runs without ``BEGIN``/``COMMIT``): the email is being
+#: sent, under a lease, if its refund succeeded, it is pending, retrying and due, or abandoned.
+#: An abandoned email counts as a later attempt (at least the second), which checks Magento's
+#: ``email_sent`` flag before sending again. ``_explain`` says why a claim took nothing.
 _CLAIM = (
     update(_refunds)
-    .where(*_THIS_VERSION)
+    .where(
+        _refunds.c.id == _P_REFUND_ID,
+        _refunds.c.status == RefundStatus.SUCCEEDED.value,
+        _refunds.c.creditmemo_id.is_not(None),
+        or_(_status.in_(sorted(s.value for s in _SENDABLE)), _ABANDONED),
+        not_(
+            and_(
+                _status == NotificationStatus.RETRYING.value,
+                _next_at.is_not(None),
+                _next_at > param("p_due", _next_at),
+            )
+        ),
+    )
     .values(
-        notification_status=NotificationStatus.SENDING.value,
-        notification_attempts=param("p_attempt", _refunds.c.notification_attempts),
+        notification_status=_SENDING,
+        notification_attempts=case(
+            (and_(_status == _SENDING, _attempts < 1), 2), else_=_attempts + 1
+        ),
         notification_lease_expires_at=_P_UNTIL,
         version=_NEXT_VERSION,
+    )
+    .returning(
+        _refunds.c.creditmemo_id,
+        _refunds.c.request_json,
+        _refunds.c.version,
+        _attempts,
+        _refunds.c.notification_error,
     )
 )
 
@@ -227,22 +259,18 @@ class NotificationService:
 
     def _claim(self, refund_id: str) -> _EmailClaim | AttemptResult:
         now = self.clock()
-        with self.database.connection_scope() as connection:
-            row = connection.execute(_CLAIM_READ, {"p_refund_id": refund_id}).first()
-            if row is None or row.status != RefundStatus.SUCCEEDED or row.creditmemo_id is None:
-                return AttemptResult(refund_id, "skipped", "no succeeded refund to notify about")
-            status = NotificationStatus(row.notification_status)
-            lease_expired = status is NotificationStatus.SENDING and not (
-                row.notification_lease_expires_at and row.notification_lease_expires_at > now
-            )
-            if status not in _SENDABLE and not lease_expired:
-                return AttemptResult(refund_id, status, f"notification is {status.value}")
-            if (
-                status is NotificationStatus.RETRYING
-                and row.notification_next_at
-                and (row.notification_next_at > now + timedelta(seconds=1))
-            ):
-                return AttemptResult(refund_id, status, "not due yet; an earlier copy")
+        with self.database.statement_scope() as connection:
+            row = connection.execute(
+                _CLAIM,
+                {
+                    "p_refund_id": refund_id,
+                    "p_now": now,
+                    "p_due": now + timedelta(seconds=1),
+                    "p_until": now + timedelta(seconds=self.settings.lease_seconds),
+                },
+            ).first()
+            if row is None:
+                return self._explain(connection, refund_id, now)
             try:
                 store = _store_code(row.request_json)
             except ValueError as exc:
@@ -259,32 +287,38 @@ class NotificationService:
                 return AttemptResult(
                     refund_id, NotificationStatus.FAILED, "stored request unreadable"
                 )
-            attempt = row.notification_attempts + 1
-            # An expired lease means a worker died mid-send: treat it as a later attempt.
-            if lease_expired:
-                attempt = max(attempt, 2)
-            claimed = rowcount(
-                connection.execute(
-                    _CLAIM,
-                    {
-                        "p_refund_id": refund_id,
-                        "p_version": row.version,
-                        "p_attempt": attempt,
-                        "p_until": now + timedelta(seconds=self.settings.lease_seconds),
-                    },
-                )
-            )
-            if claimed != 1:
-                return AttemptResult(refund_id, "skipped", "claimed by another worker first")
-            return _EmailClaim(
-                refund_id,
-                row.creditmemo_id,
-                store,
-                attempt,
-                row.version + 1,
-                row.notification_error,
-                claimed_at=now,
-            )
+        return _EmailClaim(
+            refund_id,
+            row.creditmemo_id,
+            store,
+            row.notification_attempts,
+            row.version,
+            row.notification_error,
+            claimed_at=now,
+        )
+
+    @staticmethod
+    def _explain(connection: Any, refund_id: str, now: datetime) -> AttemptResult:
+        """Why the claim took nothing (read after it, so it may say what a rival did)."""
+        row: Row[Any] | None = connection.execute(
+            _CLAIM_READ, {"p_refund_id": refund_id}
+        ).first()
+        if row is None or row.status != RefundStatus.SUCCEEDED or row.creditmemo_id is None:
+            return AttemptResult(refund_id, "skipped", "no succeeded refund to notify about")
+        status = NotificationStatus(row.notification_status)
+        if (
+            status is NotificationStatus.RETRYING
+            and row.notification_next_at
+            and row.notification_next_at > now + timedelta(seconds=1)
+        ):
+            return AttemptResult(refund_id, status, "not due yet; an earlier copy")
+        if status is NotificationStatus.SENDING and (
+            row.notification_lease_expires_at and row.notification_lease_expires_at > now
+        ):
+            return AttemptResult(refund_id, status, "notification is sending")
+        if status not in _SENDABLE and status is not NotificationStatus.SENDING:
+            return AttemptResult(refund_id, status, f"notification is {status.value}")
+        return AttemptResult(refund_id, "skipped", "claimed by another worker first")
 
     def _renew_lease(self, claim: _EmailClaim) -> bool:
         """Extend the lease right before the send; False if another worker took the email over.
