@@ -1,13 +1,17 @@
-"""Micro-benchmarks behind two changes: CPU per HTTP call and per published message.
+"""Micro-benchmarks behind three changes: CPU per HTTP call, per published message, per claim.
 
 * ``http``: ``MagentoClient.get_order`` (httpx's transport, then ``LeanTransport``) against
   ``httpx.Client`` on ``LeanTransport`` (how the client sent before) and urllib3's pool,
   ``--threads`` threads sharing one client, as in a worker; process CPU per call.
 * ``publish``: ``send_task`` per id in ``producer.batch()`` (the code before) against
   ``tasks._publish`` (messages built once), into a Redis db of our own; CPU per message.
+* ``claim``: an email's claim as it was (SELECT, then UPDATE under the version read, in a
+  transaction) against ``NotificationService``'s one-statement claim on an autocommit
+  connection, on a private PostgreSQL database; client CPU per claim, rounds interleaved.
 
     python bench/micro.py http [--threads 32 --calls 150]
     python bench/micro.py publish [--messages 5000]
+    python bench/micro.py claim [--messages 1500]
 """
 
 from __future__ import annotations
@@ -115,15 +119,87 @@ def publish(args: argparse.Namespace) -> list[dict[str, Any]]:
     return rows
 
 
+def claim(args: argparse.Namespace) -> list[dict[str, Any]]:
+    from datetime import timedelta
+
+    from sqlalchemy import text, update
+
+    from refund_worker import notifications
+    from refund_worker.db import Database
+    from refund_worker.intake import enqueue_refund
+    from refund_worker.models import Refund, utcnow
+
+    table = Refund.__table__
+    old_update = (  # the claim's UPDATE before, after its SELECT
+        update(table)
+        .where(table.c.id == text(":rid"), table.c.version == text(":version"))
+        .values(notification_status="sending",
+                notification_attempts=table.c.notification_attempts + 1,
+                version=table.c.version + 1)
+    )  # fmt: skip
+    reset = text("UPDATE refunds SET notification_status = 'pending' WHERE id = :rid")
+
+    class NoPublish:
+        def publish_refunds(self, refund_ids: Any) -> None:
+            pass
+
+    with common.private_database("micro_claim") as url:
+        database = Database.from_url(url)
+        receipt: Any = enqueue_refund(
+            {"idempotency_key": "micro", "order_id": 1, "notify_customer": True},
+            database=database, publisher=NoPublish(),
+        )  # fmt: skip
+        rid = receipt.refund_id
+        with database.connection_scope() as connection:
+            connection.execute(
+                text("UPDATE refunds SET status = 'succeeded', creditmemo_id = 1 WHERE id = :rid"),
+                {"rid": rid},
+            )
+
+        def before() -> None:
+            with database.connection_scope() as connection:
+                read = notifications._CLAIM_READ
+                row: Any = connection.execute(read, {"p_refund_id": rid}).first()
+                connection.execute(old_update, {"rid": rid, "version": row.version})
+
+        def now_() -> None:
+            now = utcnow()
+            with database.statement_scope() as connection:
+                row = connection.execute(notifications._CLAIM, {
+                    "p_refund_id": rid, "p_now": now, "p_due": now + timedelta(seconds=1),
+                    "p_until": now + timedelta(seconds=60)}).first()  # fmt: skip
+                assert row is not None
+
+        def back() -> None:
+            with database.statement_scope() as connection:
+                connection.execute(reset, {"rid": rid})
+
+        timings: dict[str, list[float]] = {}
+        for _ in range(3):
+            for name, step in (("before: SELECT + UPDATE in a transaction", before),
+                               ("now: one UPDATE ... RETURNING, autocommit", now_),
+                               ("the reset between claims (subtracted)", None)):  # fmt: skip
+                cpu = _cpu()
+                for _ in range(args.messages):
+                    if step is not None:
+                        step()
+                    back()
+                timings.setdefault(name, []).append((_cpu() - cpu) / args.messages)
+        database.dispose()
+    overhead = min(timings.pop("the reset between claims (subtracted)"))
+    return [{"what": name, "cpu_ms_per_claim": round(1000 * (min(values) - overhead), 3)}
+            for name, values in timings.items()]  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("what", choices=["http", "publish"])
+    parser.add_argument("what", choices=["http", "publish", "claim"])
     parser.add_argument("--threads", type=int, default=32)
     parser.add_argument("--calls", type=int, default=150)
     parser.add_argument("--messages", type=int, default=5000)
     parser.add_argument("--redis-db", type=int, default=7)
     args = parser.parse_args()
-    rows = http(args) if args.what == "http" else publish(args)
+    rows = {"http": http, "publish": publish, "claim": claim}[args.what](args)
     common.print_table(f"micro: {args.what}", rows)
     common.write_json(f"micro-{args.what}", {"settings": vars(args), "rows": rows})
 

@@ -174,3 +174,31 @@ def test_emails_do_not_wait_behind_the_refund_backlog(stack: Stack) -> None:
     )
     # At most the refunds prefetched (4 per thread) and the one running when it was published.
     assert refunds_before_first_email <= 6, operations
+
+
+def test_a_prefork_worker_refunds_and_emails_each_once(stack: Stack) -> None:
+    """The pool docs/performance.md suggests for CPU-bound work: each child process opens its
+    own database and HTTP connections after the fork (``worker_process_init``)."""
+    made = [
+        stack.state.add_order(
+            {"payment_method": "braintree", "shipped": True,
+             "items": [{"sku": "CUP", "qty": 1, "price": 10 + n}]}
+        )
+        for n in range(12)
+    ]
+    receipts = stack.enqueue(
+        *({"idempotency_key": f"prefork-{n}", "order_id": order["order_id"],
+           "notify_customer": True} for n, order in enumerate(made))
+    )
+    stack.start_worker(3, "--pool", "prefork")
+    views = stack.wait_settled([r.refund_id for r in receipts], timeout=90)
+    assert {(v.status.value, v.notification_status.value) for v in views.values()} == {
+        ("succeeded", "sent")
+    }
+    assert len(stack.state.creditmemos()) == 12
+    assert sorted(e["creditmemo_id"] for e in stack.state.emails()) == sorted(
+        v.creditmemo_id for v in views.values()
+    )
+    logs = "".join(path.read_text(errors="replace") for path in stack.log_dir.glob("*.log"))
+    assert "concurrency: 3 (prefork)" in logs
+    assert "ForkPoolWorker" in logs
