@@ -122,7 +122,7 @@ def publish(args: argparse.Namespace) -> list[dict[str, Any]]:
 def claim(args: argparse.Namespace) -> list[dict[str, Any]]:
     from datetime import timedelta
 
-    from sqlalchemy import text, update
+    from sqlalchemy import select, text, update
 
     from refund_worker import notifications
     from refund_worker.db import Database
@@ -130,6 +130,12 @@ def claim(args: argparse.Namespace) -> list[dict[str, Any]]:
     from refund_worker.models import Refund, utcnow
 
     table = Refund.__table__
+    old_read = select(  # the claim's SELECT before: every column it decided on
+        table.c.status, table.c.creditmemo_id, table.c.request_json, table.c.version,
+        table.c.notification_status, table.c.notification_attempts,
+        table.c.notification_error, table.c.notification_lease_expires_at,
+        table.c.notification_next_at,
+    ).where(table.c.id == text(":rid"))  # fmt: skip
     old_update = (  # the claim's UPDATE before, after its SELECT
         update(table)
         .where(table.c.id == text(":rid"), table.c.version == text(":version"))
@@ -158,8 +164,7 @@ def claim(args: argparse.Namespace) -> list[dict[str, Any]]:
 
         def before() -> None:
             with database.connection_scope() as connection:
-                read = notifications._CLAIM_READ
-                row: Any = connection.execute(read, {"p_refund_id": rid}).first()
+                row: Any = connection.execute(old_read, {"rid": rid}).first()
                 connection.execute(old_update, {"rid": rid, "version": row.version})
 
         def now_() -> None:

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import Row, Table, and_, case, not_, or_, select, update
+from sqlalchemy import Connection, Table, and_, case, not_, or_, select, update
 
 from refund_worker.db import Database, param, rowcount
 from refund_worker.errors import MagentoRateLimited, PermanentError, RetryableError
@@ -55,15 +55,11 @@ _P_NOW = param("p_now", _refunds.c.notification_published_at)
 _THIS_VERSION = (_refunds.c.id == _P_REFUND_ID, _refunds.c.version == _P_VERSION)
 _NEXT_VERSION = _refunds.c.version + 1
 
-#: The columns an email claim reads.
+#: The columns that tell why a claim took nothing.
 _CLAIM_READ = select(
     _refunds.c.status,
     _refunds.c.creditmemo_id,
-    _refunds.c.request_json,
-    _refunds.c.version,
     _refunds.c.notification_status,
-    _refunds.c.notification_attempts,
-    _refunds.c.notification_error,
     _refunds.c.notification_lease_expires_at,
     _refunds.c.notification_next_at,
 ).where(_refunds.c.id == _P_REFUND_ID)
@@ -298,11 +294,9 @@ class NotificationService:
         )
 
     @staticmethod
-    def _explain(connection: Any, refund_id: str, now: datetime) -> AttemptResult:
+    def _explain(connection: Connection, refund_id: str, now: datetime) -> AttemptResult:
         """Why the claim took nothing (read after it, so it may say what a rival did)."""
-        row: Row[Any] | None = connection.execute(
-            _CLAIM_READ, {"p_refund_id": refund_id}
-        ).first()
+        row = connection.execute(_CLAIM_READ, {"p_refund_id": refund_id}).first()
         if row is None or row.status != RefundStatus.SUCCEEDED or row.creditmemo_id is None:
             return AttemptResult(refund_id, "skipped", "no succeeded refund to notify about")
         status = NotificationStatus(row.notification_status)
