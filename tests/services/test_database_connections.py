@@ -49,6 +49,37 @@ def test_a_cut_pooled_connection_fails_one_unit_of_work_as_retryable(database: D
     assert [select_one(database) for _ in range(5)] == [1] * 5
 
 
+def insert_then_fail(scope: Any) -> None:
+    with scope() as connection:
+        connection.execute(text("INSERT INTO autocommit_probe VALUES (1)"))
+        raise RuntimeError("after the statement")
+
+
+def probe_rows_after_a_failed_unit(database: Database, scope: Any) -> int:
+    with database.connection_scope() as connection:
+        connection.execute(text("CREATE TABLE autocommit_probe (n int)"))
+    with pytest.raises(RuntimeError):
+        insert_then_fail(scope)
+    with database.connection_scope() as connection:
+        rows = int(connection.execute(text("SELECT count(*) FROM autocommit_probe")).scalar_one())
+        connection.execute(text("DROP TABLE autocommit_probe"))
+    return rows
+
+
+def test_a_single_statement_on_a_cut_connection_is_retryable_and_commits_alone(
+    database: Database,
+) -> None:
+    with database.statement_scope() as connection:  # one pooled connection, then cut
+        assert connection.execute(text("SELECT 1")).scalar_one() == 1
+    assert cut_connections(database) >= 1
+    with pytest.raises(DatabaseUnavailable), database.statement_scope() as connection:
+        connection.execute(text("SELECT 1"))
+    # Each statement commits as it runs, so a failure later in the scope undoes nothing, while
+    # connection_scope, on the same pool, still rolls back.
+    assert probe_rows_after_a_failed_unit(database, database.statement_scope) == 1
+    assert probe_rows_after_a_failed_unit(database, database.connection_scope) == 0
+
+
 def test_a_refund_recorded_on_a_cut_connection_is_found_by_its_marker(env: Env) -> None:
     order = env.order()
     refund_id = env.enqueue(order_id=order["order_id"])
