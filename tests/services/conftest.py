@@ -4,12 +4,13 @@ a real MagentoClient, SQLite and PostgreSQL, and a clock the test moves. No Cele
 from __future__ import annotations
 
 import shutil
+import threading
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 from sqlalchemy import create_engine, select, text
@@ -40,6 +41,27 @@ class FakeClock:
 
     def advance(self, seconds: float) -> None:
         self.now += timedelta(seconds=seconds)
+
+
+T = TypeVar("T")
+
+
+def at_once(call: Callable[[], T], times: int = 2) -> list[T]:
+    """``call`` in ``times`` threads released together (two deliveries of one message, two
+    workers); their results, in the order they finished."""
+    start = threading.Barrier(times)
+    results: list[T] = []
+
+    def run() -> None:
+        start.wait()
+        results.append(call())
+
+    threads = [threading.Thread(target=run) for _ in range(times)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    return results
 
 
 class Killed(BaseException):

@@ -13,7 +13,7 @@ from sqlalchemy import select
 from refund_worker.models import OrderLock, Refund, RefundEvent
 from refund_worker.refunds import AttemptResult
 from refund_worker.replay import replay
-from tests.services.conftest import Env, Killed
+from tests.services.conftest import Env, Killed, at_once
 
 MARKER = "refund-worker:"
 
@@ -104,18 +104,7 @@ def test_two_deliveries_at_the_same_moment_make_one_refund_call(env: Env) -> Non
     refund_id = env.enqueue(order_id=order["order_id"])
     env.state.add_fault({"route": "order_get", "kind": "latency", "ms": 300})
     service = env.refunds()
-    start = threading.Barrier(2)
-    results: list[AttemptResult] = []
-
-    def deliver() -> None:
-        start.wait()
-        results.append(service.process(refund_id))
-
-    threads = [threading.Thread(target=deliver) for _ in range(2)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    results = at_once(lambda: service.process(refund_id))
     assert [r.status for r in results].count("succeeded") == 1
     loser = next(r for r in results if r.status != "succeeded")
     assert loser.detail in ("in flight in another worker", "claimed by another worker first")
