@@ -68,9 +68,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             prefork = args.pool == "prefork"
             with profile_worker.sampling(worker.pid, subprocesses=prefork) as sampler:
                 refunds = common.run_refunds(stack, common.refund_requests(batch, "profile"))
-            profile = profile_worker.breakdown(
-                sampler.stacks(), main_pid=worker.pid if prefork else None
-            )
+            profile = profile_worker.breakdown(sampler.stacks(), by_process=prefork)
         calls = common.calls_in_sequence(orders[:total])
     ratio = common.median([row["ratio"] for row in rows])
     summary = {

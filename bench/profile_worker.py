@@ -123,19 +123,19 @@ def classify(stack: tuple[str, ...]) -> tuple[str, str]:
     return category, step
 
 
-def breakdown(stacks: Counter[tuple[str, ...]], main_pid: int | None = None) -> dict[str, Any]:
+def breakdown(stacks: Counter[tuple[str, ...]], by_process: bool = False) -> dict[str, Any]:
     """Shares of samples by category, and the top (category, our function) pairs. With
-    ``main_pid`` (stacks sampled with ``subprocesses``), categories are split into the main
+    ``by_process`` (stacks sampled with ``subprocesses``), categories are split into the main
     process's and the children's."""
     total = sum(stacks.values()) or 1
     by_category: Counter[str] = Counter()
     by_step: Counter[tuple[str, str]] = Counter()
     for stack, count in stacks.items():
         category, step = classify(stack)
-        if main_pid is not None:
+        if by_process:
             # py-spy roots a child's stacks at its parent's "process" frame, then its own
-            main = not any(frame.startswith("process ") for frame in stack[1:2])
-            category = f"{category} ({'main' if main else 'children'})"
+            child = len(stack) > 1 and stack[1].startswith("process ")
+            category = f"{category} ({'children' if child else 'main'})"
         by_category[category] += count
         by_step[(category, step)] += count
     return {
