@@ -152,8 +152,10 @@ def db_count() -> None:
         counts["COMMIT"] += 1
 
     @event.listens_for(Engine, "begin")
-    def begin(_conn: Any) -> None:
-        counts["BEGIN"] += 1
+    def begin(conn: Any) -> None:
+        # An autocommit connection begins only in SQLAlchemy's books: no BEGIN is sent.
+        autocommit = conn.get_execution_options().get("isolation_level") == "AUTOCOMMIT"
+        counts["BEGIN (not sent: autocommit)" if autocommit else "BEGIN"] += 1
 
     def dump() -> None:
         with open(f"/tmp/dbcount-{os.getpid()}.json", "w") as out:
