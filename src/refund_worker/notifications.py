@@ -64,13 +64,15 @@ _CLAIM_READ = select(
     _refunds.c.notification_next_at,
 ).where(_refunds.c.id == _P_REFUND_ID)
 
-#: Fails the email of a refund whose stored request cannot be read.
+#: Fails the email of a refund whose stored request cannot be read (just claimed: the lease
+#: the claim took is given back).
 _FAIL_UNREADABLE = (
     update(_refunds)
     .where(*_THIS_VERSION)
     .values(
         notification_status=NotificationStatus.FAILED.value,
         notification_error=_P_ERROR,
+        notification_lease_expires_at=None,
         version=_NEXT_VERSION,
     )
 )

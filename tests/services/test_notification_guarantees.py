@@ -90,4 +90,5 @@ def test_an_unreadable_stored_request_fails_the_email_with_a_reason(env: Env) ->
     row = env.row(refund_id)
     assert (row.notification_status, row.status) == ("failed", "succeeded")
     assert (row.notification_error or "").startswith("stored request cannot be read")
+    assert row.notification_lease_expires_at is None  # the claim's lease is given back
     assert env.state.emails() == []
