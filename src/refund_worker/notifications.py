@@ -27,6 +27,7 @@ from refund_worker.magento import CallRecord
 from refund_worker.models import Refund, utcnow
 from refund_worker.ratelimit import CallLimiter, NoLimit
 from refund_worker.refunds import (
+    DUE_SLACK,
     AttemptResult,
     ClientFactory,
     backoff_seconds,
@@ -263,7 +264,7 @@ class NotificationService:
                 {
                     "p_refund_id": refund_id,
                     "p_now": now,
-                    "p_due": now + timedelta(seconds=1),
+                    "p_due": now + DUE_SLACK,
                     "p_until": now + timedelta(seconds=self.settings.lease_seconds),
                 },
             ).first()
@@ -302,18 +303,17 @@ class NotificationService:
         if row is None or row.status != RefundStatus.SUCCEEDED or row.creditmemo_id is None:
             return AttemptResult(refund_id, "skipped", "no succeeded refund to notify about")
         status = NotificationStatus(row.notification_status)
+        lease_expired = status is NotificationStatus.SENDING and not (
+            row.notification_lease_expires_at and row.notification_lease_expires_at > now
+        )
+        if status not in _SENDABLE and not lease_expired:
+            return AttemptResult(refund_id, status, f"notification is {status.value}")
         if (
             status is NotificationStatus.RETRYING
             and row.notification_next_at
-            and row.notification_next_at > now + timedelta(seconds=1)
+            and row.notification_next_at > now + DUE_SLACK
         ):
             return AttemptResult(refund_id, status, "not due yet; an earlier copy")
-        if status is NotificationStatus.SENDING and (
-            row.notification_lease_expires_at and row.notification_lease_expires_at > now
-        ):
-            return AttemptResult(refund_id, status, "notification is sending")
-        if status not in _SENDABLE and status is not NotificationStatus.SENDING:
-            return AttemptResult(refund_id, status, f"notification is {status.value}")
         return AttemptResult(refund_id, "skipped", "claimed by another worker first")
 
     def _renew_lease(self, claim: _EmailClaim) -> bool:

@@ -56,6 +56,9 @@ log = logging.getLogger(__name__)
 
 #: How long a refund waits for another refund of the same order to finish.
 ORDER_BUSY_DELAY = 2.0
+#: A retry's message may arrive this much before its due time (countdowns and clocks drift) and
+#: still run; one that comes earlier is an older copy, and is dropped.
+DUE_SLACK = timedelta(seconds=1)
 
 # Tables for Core statements (no ORM instances, identity map or session synchronization).
 _refunds = cast(Table, Refund.__table__)
@@ -370,7 +373,7 @@ class RefundService:
             if row.status == RefundStatus.PROCESSING and _after(row.lease_expires_at, now):
                 return AttemptResult(refund_id, row.status, "in flight in another worker")
             if row.status != RefundStatus.PROCESSING and _after(
-                row.next_attempt_at, now + timedelta(seconds=1)
+                row.next_attempt_at, now + DUE_SLACK
             ):
                 return AttemptResult(refund_id, row.status, "not due yet; an earlier copy")
             try:
