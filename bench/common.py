@@ -541,6 +541,9 @@ def run_noop(the_stack: Stack, count: int, timeout: float = 600) -> dict[str, An
         "tasks_per_s": round(count / meter.wall, 1),
         "worker_cpu_ms_per_task": round(1000 * meter.seconds["workers"] / count, 3),
         "main_cpu_ms_per_task": round(1000 * meter.seconds["worker_main"] / count, 3),
+        "cpu_ms_per_task": {
+            role: round(1000 * seconds / count, 3) for role, seconds in meter.seconds.items()
+        },
         "cores": meter.cores(),
     }
 
@@ -551,15 +554,17 @@ def run_refunds(
     timeout: float = 3600,
     on_progress: Callable[[int], None] | None = None,
     stall: float = 60,
+    publisher: Any = None,
 ) -> dict[str, Any]:
     """Enqueue ``requests`` (through ``intake.enqueue_refunds``) to the running workers and wait
-    until every refund and its notification is settled. Rates are per second of wall time from
+    until every refund and its notification is settled (``publisher``: another than the
+    stack's, e.g. one publishing ``bench/floor.py``'s tasks). Rates are per second of wall time from
     the start of the enqueue (notifications queue behind the refunds, FIFO, so a run ends with
     them: only the whole run's rate means anything)."""
     from refund_worker.intake import enqueue_refunds, validate_request
 
     the_stack.truncate()
-    publisher = the_stack.publisher()
+    publisher = publisher or the_stack.publisher()
     count = count_done(the_stack)
     sessions_before = _sessions(the_stack)
     with CpuMeter(the_stack) as meter:
