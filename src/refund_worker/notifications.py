@@ -96,7 +96,8 @@ _CLAIM = (
         _refunds.c.id == _P_REFUND_ID,
         _refunds.c.status == RefundStatus.SUCCEEDED.value,
         _refunds.c.creditmemo_id.is_not(None),
-        or_(_status.in_(sorted(s.value for s in _SENDABLE)), _ABANDONED),
+        # Equalities, not ``in_``: an IN list is rendered anew at every execution.
+        or_(*(_status == value for value in sorted(s.value for s in _SENDABLE)), _ABANDONED),
         not_(
             and_(
                 _status == NotificationStatus.RETRYING.value,

@@ -5,9 +5,12 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+import pytest
 from sqlalchemy import select
 
+from refund_worker.magento import CallRecord
 from refund_worker.models import MagentoCall, RefundEvent, utcnow
+from refund_worker.refunds import record_calls
 from tests.services.conftest import Env
 
 
@@ -42,3 +45,23 @@ def test_each_call_of_each_attempt_is_audited(env: Env) -> None:
     with env.database.session_scope() as session:
         kinds = session.scalars(select(RefundEvent.kind).where(RefundEvent.refund_id == refund_id))
         assert list(kinds) == ["reconciled"]
+
+
+@pytest.mark.parametrize("count", [1, 3, 8, 9, 20])
+def test_an_attempts_calls_are_stored_in_order_however_many(env: Env, count: int) -> None:
+    """One INSERT for all of an attempt's calls: every row, in the order of the calls."""
+    refund_id = env.enqueue(order_id=env.order()["order_id"])
+    calls = [
+        CallRecord(operation=f"op{i}", method="GET" if i % 2 else "POST", path=f"/V1/x/{i}",
+                   http_status=None if i == 2 else 200 + i, duration_ms=i / 4,
+                   error="boom" if i == 2 else None)
+        for i in range(count)
+    ]
+    before = utcnow()
+    with env.database.connection_scope() as connection:
+        record_calls(connection, refund_id, 7, calls)
+    rows = audit(env, refund_id)
+    assert [(r.attempt, r.operation, r.method, r.path, r.http_status, r.duration_ms, r.error)
+            for r in rows] == [
+        (7, c.operation, c.method, c.path, c.http_status, c.duration_ms, c.error) for c in calls]
+    assert all(before - timedelta(seconds=1) <= row.created_at <= utcnow() for row in rows)
