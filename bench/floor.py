@@ -14,11 +14,11 @@ One worker (``--pool``, ``--concurrency``, events on, as ``pipeline.py``) drains
   task's call and one after; no audit rows, order lock, lease, validation or routing;
 * ``refund``: the real pipeline (``pipeline.py``'s refund run).
 
-Each rate is divided by the no-op rate of the same round. A refund must make its two messages and
-its four calls, so the ``http`` ratio bounds what any refund worker could reach on this machine
-with this simulator, before it stores anything.
+Each rate is divided by the no-op rate of the same round. A refund must make its two messages,
+its four calls and those four writes, so the ``durable`` ratio bounds what any refund worker
+that never loses a refund nor makes one twice could reach on this machine with this simulator.
 
-    python bench/floor.py --pool prefork --concurrency 4          # ~5 min
+    python bench/floor.py --pool prefork --concurrency 4          # ~2 min
     python bench/floor.py --units 300 --noops 1000 --repeat 1     # smoke, < 1 min
 """
 
@@ -29,9 +29,8 @@ from collections.abc import Sequence
 from typing import Any
 
 import common
+from worker import FLOOR_DURABLE_TASK, FLOOR_REFUND_TASK
 
-FLOOR_REFUND_TASK = "bench.floor.refund"  # bench/worker.py
-FLOOR_DURABLE_TASK = "bench.floor.durable"
 MODES = ("chain", "http", "durable")
 
 
@@ -44,7 +43,6 @@ class DurableFloorPublisher:
     def publish_refunds(self, refund_ids: Sequence[str]) -> None:
         from refund_worker import tasks
 
-        tasks.TASK_QUEUES.setdefault(FLOOR_DURABLE_TASK, common.QUEUE)
         tasks._publish(self.app, FLOOR_DURABLE_TASK, refund_ids)
 
     def publish_notifications(self, refund_ids: Sequence[str]) -> None:
