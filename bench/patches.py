@@ -164,6 +164,35 @@ def db_count() -> None:
     atexit.register(dump)
 
 
+@patch
+def without_audit_rows() -> None:
+    """Ablation, never to ship: no ``magento_calls`` rows (the brief wants one per call). What
+    the audit rows cost a refund and its email."""
+    from refund_worker import notifications, refunds
+
+    def no_rows(*_: Any) -> None:
+        return None
+
+    refunds.record_calls = no_rows  # type: ignore[assignment]
+    notifications.record_calls = no_rows  # type: ignore[assignment]
+
+
+@patch
+def without_order_lock() -> None:
+    """Ablation, never to ship: no order lock (two refunds of one order could then reach Magento
+    at once). What taking and releasing it costs a refund."""
+    from refund_worker import refunds
+
+    def always_taken(*_: Any) -> bool:
+        return True
+
+    def finish_attempt(self: Any, connection: Any, claim: Any, *, release_lock: bool) -> None:
+        refunds.record_calls(connection, claim.refund_id, claim.attempt, claim.calls)
+
+    refunds._take_order_lock = always_taken  # type: ignore[assignment]
+    refunds.RefundService._finish_attempt = finish_attempt  # type: ignore[method-assign]
+
+
 #: Every change above that keeps behaviour, together. (The fixes measured here before, from
 #: ``no-pre-ping`` to ``publish-prebuilt``, are in ``src/`` now: docs/performance.md.)
 BUNDLES = {
