@@ -519,22 +519,29 @@ def write_json(name: str, payload: dict[str, Any]) -> Path:
 # ---------------------------------------------------------------------------- measured runs
 
 
-def publish_noops(the_stack: Stack, count: int, chunk: int = 1000) -> None:
-    """``count`` no-op messages, pipelined like ``tasks._publish`` does."""
+def publish_tasks(
+    the_stack: Stack, task: str, args: Sequence[tuple[Any, ...]], chunk: int = 1000
+) -> None:
+    """One ``task`` message per argument tuple, pipelined like ``tasks._publish`` does."""
     app = create_app(the_stack.settings)
     with app.producer_or_acquire() as producer:
-        for start in range(0, count, chunk):
+        for start in range(0, len(args), chunk):
             with producer.batch():
-                for _ in range(min(chunk, count - start)):
-                    app.send_task(NOOP_TASK, producer=producer, queue=QUEUE)
+                for task_args in args[start : start + chunk]:
+                    app.send_task(task, args=task_args, producer=producer, queue=QUEUE)
 
 
-def run_noop(the_stack: Stack, count: int, timeout: float = 600) -> dict[str, Any]:
-    """Bare no-op tasks drained per second by the running workers, and their CPU per task."""
+def run_tasks(
+    the_stack: Stack, task: str, args: Sequence[tuple[Any, ...]], timeout: float = 600
+) -> dict[str, Any]:
+    """``task`` messages (one per argument tuple) drained per second by the running workers,
+    and their CPU per task. A task that publishes another must acknowledge late (after it
+    published), or the queues may look drained before its child is done."""
     drained = queue_drained(the_stack)
+    count = len(args)
     with CpuMeter(the_stack) as meter:
-        publish_noops(the_stack, count)
-        wait_until(drained, timeout, 0.02, "the no-op queue to drain")
+        publish_tasks(the_stack, task, args)
+        wait_until(drained, timeout, 0.02, f"the {task} tasks to drain")
     return {
         "tasks": count,
         "seconds": round(meter.wall, 3),
@@ -546,6 +553,11 @@ def run_noop(the_stack: Stack, count: int, timeout: float = 600) -> dict[str, An
         },
         "cores": meter.cores(),
     }
+
+
+def run_noop(the_stack: Stack, count: int, timeout: float = 600) -> dict[str, Any]:
+    """Bare no-op tasks drained per second by the running workers, and their CPU per task."""
+    return run_tasks(the_stack, NOOP_TASK, [()] * count, timeout)
 
 
 def run_refunds(

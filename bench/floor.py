@@ -114,21 +114,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 def run_chains(stack: common.Stack, mode: str, orders: Sequence[tuple[int, int, bool]]) -> Any:
     """Drain one floor chain per order; rate and CPU per chain."""
-    app = common.create_app(stack.settings)
-    drained = common.queue_drained(stack)
-    with common.CpuMeter(stack) as meter:
-        with app.producer_or_acquire() as producer, producer.batch():
-            for order_id, invoice_id, _ in orders:
-                app.send_task(
-                    FLOOR_REFUND_TASK,
-                    args=(f"{mode}:{order_id}:{invoice_id}",),
-                    producer=producer,
-                    queue=common.QUEUE,
-                )
-        common.wait_until(drained, 600, 0.02, f"the {mode} chains to drain")
-    count = len(orders)
-    per_unit = {role: 1000 * seconds / count for role, seconds in meter.seconds.items()}
-    return _unit(count / meter.wall, meter.cores(), per_unit)
+    args = [(f"{mode}:{order_id}:{invoice_id}",) for order_id, invoice_id, _ in orders]
+    done = common.run_tasks(stack, FLOOR_REFUND_TASK, args)
+    return _unit(done["tasks_per_s"], done["cores"], done["cpu_ms_per_task"])
 
 
 def run_durable(stack: common.Stack, orders: Sequence[tuple[int, int, bool]]) -> Any:
