@@ -16,7 +16,7 @@ from refund_worker import cli
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = ROOT / "docker-compose.yml"
-COMPOSE_SCHEMA = ROOT / "../shared/deploy/compose-spec.json"
+COMPOSE_SCHEMA = ROOT / "tests/data/compose/compose-spec.json"  # see SOURCES.md beside it
 PROCFILE = ROOT / "Procfile"
 DOCKERFILE = ROOT / "Dockerfile"
 IMAGE = "refund-worker:latest"
