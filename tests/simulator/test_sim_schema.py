@@ -182,7 +182,7 @@ def test_error_bodies(schema: Schema, client: httpx.Client) -> None:
     )
     assert over.json()["parameters"] == ["$67.00"]
     # The published error-response types parameters as objects; Magento sends a list of
-    # strings for positional placeholders (REFUND_API.md §9.2). That is the only difference.
+    # strings for positional placeholders (docs/magento.md §9.2). That is the only difference.
     assert schema.response_errors("PostV1CreditmemoRefund", over.json(), "default") == [
         "parameters/0: '$67.00' is not of type 'object'"
     ]

@@ -1,4 +1,4 @@
-"""The two ways refund-worker authenticates to Magento's REST API (REFUND_API.md §11).
+"""The two ways refund-worker authenticates to Magento's REST API (docs/magento.md §11).
 
 Both are :class:`httpx.Auth` flows, so they run on every send, including a second send of the
 same request object. Neither ever shows its secrets in ``repr``.

@@ -136,7 +136,7 @@ def search_criteria(
 
 
 class MagentoClient:
-    """Synchronous client for the Magento 2 REST routes a refund needs (REFUND_API.md §0).
+    """Synchronous client for the Magento 2 REST routes a refund needs (docs/magento.md §0).
 
     URLs are ``{base_url}/rest/{store_code}/V1/...``; every method takes ``store_code=`` to use
     another store view for that call.

@@ -1,6 +1,6 @@
 """Turning Magento's answers into refund-worker exceptions: the one place retries are decided.
 
-Pure functions, no I/O. REFUND_API.md §9.2 (error body) and §9.3 (status codes); STYLE habit 5.
+Pure functions, no I/O. docs/magento.md §9.2 (error body) and §9.3 (status codes); STYLE habit 5.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ __all__ = [
     "transport_error_text",
 ]
 
-#: Every ACL resource the worker's integration (or admin role) needs (REFUND_API.md §0).
+#: Every ACL resource the worker's integration (or admin role) needs (docs/magento.md §0).
 ACL_RESOURCES: tuple[str, ...] = (
     "Magento_Sales::sales_invoice",
     "Magento_Sales::creditmemo",

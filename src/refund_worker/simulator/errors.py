@@ -1,6 +1,6 @@
 """Magento's REST error bodies, as the simulator sends them.
 
-Magento answers every failure with a JSON object (REFUND_API.md §9.2)::
+Magento answers every failure with a JSON object (docs/magento.md §9.2)::
 
     {"message": "<template with %1 or %name placeholders>",
      "parameters": [...] or {...},     # only when the template has placeholders

@@ -1,4 +1,4 @@
-"""Request-body conversion as Magento's ServiceInputProcessor does it (REFUND_API.md §9.1).
+"""Request-body conversion as Magento's ServiceInputProcessor does it (docs/magento.md §9.1).
 
 * Top-level keys are PHP parameter names, accepted in camelCase or snake_case; unknown
   top-level keys are ignored.

@@ -1,4 +1,4 @@
-"""Magento's refund business rules as pure functions (REFUND_API.md §1-§3).
+"""Magento's refund business rules as pure functions (docs/magento.md §1-§3).
 
 * :func:`build_from_order` / :func:`build_from_invoice` are CreditmemoFactory + collectTotals:
   which items and quantities, row totals and tax, shipping (raising
@@ -290,7 +290,7 @@ def validate(order: Order, draft: Draft, request: RefundRequest) -> list[str]:
 
 
 def resolve_state(order: Order, *, keep_status: bool) -> None:
-    """OrderStateResolver followed by the save-time state handler (REFUND_API.md §1.5)."""
+    """OrderStateResolver followed by the save-time state handler (docs/magento.md §1.5)."""
     previous_state = order.state
     nothing_to_ship = all(item.qty_to_ship <= EPSILON for item in order.items)
     nothing_to_invoice = all(item.qty_to_invoice <= EPSILON for item in order.items)

@@ -1,4 +1,4 @@
-"""Magento's ``searchCriteria`` query syntax and its MySQL-like evaluation (REFUND_API.md §7).
+"""Magento's ``searchCriteria`` query syntax and its MySQL-like evaluation (docs/magento.md §7).
 
 ``searchCriteria[filter_groups][0][filters][0][field]=order_id`` style keys, camelCase or
 snake_case; filter groups are AND-ed, the filters inside a group OR-ed. Conditions: eq, neq,
