@@ -840,7 +840,11 @@ def evaluate(
 
     accepted = len(rows)
     missing = sorted(set(keys) - {row.idempotency_key for row in rows.values()})
-    unsettled = [r.id for r in rows.values() if r.status not in ("succeeded", "failed")]
+    settled = ("succeeded", "failed", "needs_attention")
+    unsettled = [r.id for r in rows.values() if r.status not in settled]
+    # Nothing is forged in this run: a refund that needs attention is the worker's mistake.
+    attention = [r.id for r in rows.values() if r.status == "needs_attention"]
+    violations["needs_attention"] = attention
     succeeded = [r for r in rows.values() if r.status == "succeeded"]
     failed = [r for r in rows.values() if r.status == "failed"]
     duplicates = {rid: [m["entity_id"] for m in ms] for rid, ms in by_marker.items() if len(ms) > 1}
@@ -952,6 +956,7 @@ def evaluate(
             not wrong_emails and not stray_emails,
         ),
         Check("over-refunded orders (must be 0)", len(over), not over),
+        Check("needing attention (must be 0: nothing forged)", len(attention), not attention),
         Check("time until last refund settled (s)", last_settled),
     ]
     figures = {
@@ -968,6 +973,7 @@ def evaluate(
         "emails": len(emails),
         "notification_status": dict(notification_status),
         "over_refunded_orders": len(over),
+        "needs_attention": len(attention),
         "orders": len(orders),
         "last_settled_seconds": last_settled,
         "attempts_histogram": {str(k): v for k, v in sorted(attempts.items())},

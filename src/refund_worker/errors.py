@@ -4,6 +4,8 @@
 
     RefundWorkerError
     ├── ConfigurationError              bad or missing settings, found at start-up
+    ├── AttentionRequired               Magento shows what only a person can settle (a credit
+    │                                   memo with our marker that does not fit): needs_attention
     ├── RetryableError                  worth trying again later, with backoff
     │   ├── MagentoUnavailable          unreachable, timeout, dropped connection, 5xx
     │   │                               (``outcome_unknown`` when Magento may have committed)
@@ -52,6 +54,12 @@ class RefundWorkerError(Exception):
 
 class ConfigurationError(RefundWorkerError):
     """Raised at start-up when a setting is missing, a placeholder, or contradicts another."""
+
+
+class AttentionRequired(RefundWorkerError):
+    """Raised when Magento shows what only a person can settle: a credit memo carrying the
+    refund's marker that does not fit it, several of them, or one that already backs another
+    refund. The refund is set ``needs_attention``: never a success, never refunded again."""
 
 
 class RetryableError(RefundWorkerError):

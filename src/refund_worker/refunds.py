@@ -29,10 +29,13 @@ from typing import Any, Protocol, cast
 from pydantic import ValidationError
 from sqlalchemy import Connection, Table, Update, delete, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.sql.dml import ReturningInsert
 
+from refund_worker import reconcile
 from refund_worker.db import Database, param, rowcount
 from refund_worker.errors import (
+    AttentionRequired,
     MagentoRateLimited,
     MagentoRejected,
     PermanentError,
@@ -40,9 +43,10 @@ from refund_worker.errors import (
     RetryableError,
 )
 from refund_worker.magento import CallRecord
+from refund_worker.markers import marker_for
 from refund_worker.models import MagentoCall, OrderLock, Refund, RefundEvent, utcnow
 from refund_worker.ratelimit import CallLimiter, NoLimit
-from refund_worker.routing import RefundCall, needs_invoices, plan_refund
+from refund_worker.routing import RefundCall, needs_invoices, order_items_by_id, plan_refund
 from refund_worker.schemas import (
     SETTLED_STATUSES,
     NotificationStatus,
@@ -97,6 +101,7 @@ _CLAIM_READ = select(
     _refunds.c.next_attempt_at,
     _refunds.c.first_attempt_at,
     _refunds.c.last_error,
+    _refunds.c.marker_token,
 ).where(_THIS_REFUND)
 
 #: The claim: compare-and-set on the version read.
@@ -255,14 +260,14 @@ class MagentoAPI(Protocol):
     def get_creditmemo(
         self, creditmemo_id: int, *, store_code: str | None = None
     ) -> dict[str, Any]: ...
-    def find_creditmemo_by_marker(
+    def search_creditmemos(
         self,
         *,
         order_id: int,
-        marker: str,
-        created_from: datetime | None,
+        created_from: datetime | None = None,
+        page_size: int = 100,
         store_code: str | None = None,
-    ) -> dict[str, Any] | None: ...
+    ) -> list[dict[str, Any]]: ...
     def send_creditmemo_email(
         self, creditmemo_id: int, *, store_code: str | None = None
     ) -> bool: ...
@@ -347,6 +352,8 @@ class RefundService:
         except _LeaseLost:
             log.warning("refund %s: lease lost before the refund call; not calling", refund_id)
             return AttemptResult(refund_id, RefundStatus.PROCESSING, "lease lost; not called")
+        except AttentionRequired as exc:
+            return self._record_attention(claim, exc)
         except PermanentError as exc:
             return self._record_failure(claim, exc)
         except RetryableError as exc:
@@ -416,7 +423,7 @@ class RefundService:
             return _Claim(
                 refund_id=refund_id,
                 request=request,
-                marker=marker_for(refund_id),
+                marker=marker_for(refund_id, row.marker_token),
                 token=token,
                 attempt=attempt,
                 was_in_doubt=was_in_doubt,
@@ -479,18 +486,29 @@ class RefundService:
         return creditmemo_id, call.service.value, call.description
 
     def _reconcile(self, claim: _Claim, client: MagentoAPI) -> tuple[int, None, str] | None:
-        """The credit memo an earlier attempt created (it carries our marker), if any."""
+        """The credit memo an earlier attempt created (it carries our marker and fits the
+        request), if any; ``AttentionRequired`` when what carries the marker does not fit."""
+        request = claim.request
         skew = timedelta(seconds=self.settings.reconcile_clock_skew_seconds)
         self.limiter.acquire()
-        found = client.find_creditmemo_by_marker(
-            order_id=claim.request.order_id,
-            marker=claim.marker,
+        creditmemos = client.search_creditmemos(
+            order_id=request.order_id,
             created_from=claim.first_attempt_at - skew,
-            store_code=claim.request.store_code,
+            store_code=request.store_code,
         )
-        if found is None:
+        matches = reconcile.with_marker(creditmemos, claim.marker)
+        if not matches:
             return None
-        creditmemo_id = int(found["entity_id"])
+        order_items = None
+        if request.items is not None or request.creditmemo is not None:
+            # Tells a configurable's or bundle's child rows from items nobody asked for.
+            self.limiter.acquire()
+            order_items = order_items_by_id(
+                client.get_order(request.order_id, store_code=request.store_code)
+            )
+        match = reconcile.choose(request, matches, order_items)
+        assert match is not None  # there were matches
+        creditmemo_id = match.creditmemo_id
         return (
             creditmemo_id,
             None,
@@ -581,6 +599,32 @@ class RefundService:
         }
         if with_service:
             params["p_service"] = service
+        try:
+            recorded = self._write_success(claim, params, with_service=with_service, notify=notify)
+        except IntegrityError:
+            # Another refund already records this credit memo: never two successes on one.
+            owner = self._creditmemo_owner(creditmemo_id)
+            return self._record_attention(
+                claim,
+                AttentionRequired(
+                    f"credit memo {creditmemo_id} already backs refund {owner}; "
+                    f"this refund's attempt found it too ({outcome})"
+                ),
+            )
+        if not recorded:
+            return AttemptResult(
+                claim.refund_id, RefundStatus.SUCCEEDED, "already recorded by another attempt"
+            )
+        log.info("refund %s succeeded: credit memo %s", claim.refund_id, creditmemo_id)
+        return AttemptResult(
+            claim.refund_id, RefundStatus.SUCCEEDED, outcome, publish_notification=notify
+        )
+
+    def _write_success(
+        self, claim: _Claim, params: dict[str, Any], *, with_service: bool, notify: bool
+    ) -> bool:
+        """The success, its audit rows, the lease and lock let go; False if one was recorded
+        already. ``IntegrityError`` when the credit memo backs another refund."""
         with self.database.connection_scope() as connection:
             owned = rowcount(
                 connection.execute(
@@ -601,18 +645,49 @@ class RefundService:
                     )
                 )
             self._finish_attempt(connection, claim, release_lock=bool(held))
-            if recorded and service is None:
+            if recorded and not with_service:
                 connection.execute(
-                    _RECONCILED_EVENT, {"p_refund_id": claim.refund_id, "p_detail": outcome}
+                    _RECONCILED_EVENT,
+                    {"p_refund_id": claim.refund_id, "p_detail": params["p_outcome"]},
                 )
-        if not recorded:
-            return AttemptResult(
-                claim.refund_id, RefundStatus.SUCCEEDED, "already recorded by another attempt"
+        return bool(recorded)
+
+    def _creditmemo_owner(self, creditmemo_id: int) -> str | None:
+        with self.database.connection_scope() as connection:
+            return connection.execute(
+                select(_refunds.c.id).where(_refunds.c.creditmemo_id == creditmemo_id)
+            ).scalar()
+
+    def _record_attention(self, claim: _Claim, exc: AttentionRequired) -> AttemptResult:
+        """Settle the refund as ``needs_attention``: Magento shows what a person must settle.
+
+        It stays in doubt (money may have moved), so a replay reconciles before anything else.
+        """
+        now = self.clock()
+        exc.refund_id = claim.refund_id
+        exc.idempotency_key = claim.request.idempotency_key
+        with self.database.connection_scope() as connection:
+            owned = self._update_owned(
+                connection,
+                claim,
+                status=RefundStatus.NEEDS_ATTENTION.value,
+                attention=exc.message,
+                last_error=exc.message,
+                last_error_kind="attention",
+                last_http_status=None,
+                in_doubt=True,
+                settled_at=now,
+                updated_at=now,
             )
-        log.info("refund %s succeeded: credit memo %s", claim.refund_id, creditmemo_id)
-        return AttemptResult(
-            claim.refund_id, RefundStatus.SUCCEEDED, outcome, publish_notification=notify
-        )
+            self._finish_attempt(connection, claim, release_lock=owned)
+            if owned:
+                connection.execute(
+                    insert(_refund_events).values(
+                        refund_id=claim.refund_id, kind="needs_attention", detail=exc.message
+                    )
+                )
+        log.error("refund %s needs attention: %s", claim.refund_id, exc.message)
+        return AttemptResult(claim.refund_id, RefundStatus.NEEDS_ATTENTION, exc.message, error=exc)
 
     def _record_failure(
         self, claim: _Claim, exc: PermanentError, *, in_doubt: bool | None = None
@@ -748,11 +823,6 @@ def record_calls(
             for call in calls
         ],
     )
-
-
-def marker_for(refund_id: str) -> str:
-    """``Refund.marker`` of ``refund_id``, without loading the row."""
-    return f"refund-worker:{refund_id}"
 
 
 def lease_covers_call(settings: Settings, claimed_at: datetime, now: datetime) -> bool:

@@ -64,7 +64,7 @@ class Runtime:
         per attempt."""
         settings.require_magento()
         database = Database.from_url(
-            settings.database_url, pool_size=database_pool_size(settings, _task_slots)
+            settings.database_dsn, pool_size=database_pool_size(settings, _task_slots)
         )
         client = MagentoClient(
             str(settings.magento_url),
@@ -117,10 +117,10 @@ def _client_factory(client: MagentoClient) -> Callable[[Callable[[CallRecord], N
 
 
 def _limiter_for(settings: Settings) -> CallLimiter:
-    if settings.magento_rate_limit <= 0 or not settings.broker_url.startswith("redis"):
+    if settings.magento_rate_limit <= 0 or not settings.broker_dsn.startswith("redis"):
         return NoLimit()
     # Short timeouts: the limiter fails open, and must not hold a refund up while Redis is away.
-    client = redis.Redis.from_url(settings.broker_url, socket_timeout=1, socket_connect_timeout=1)
+    client = redis.Redis.from_url(settings.broker_dsn, socket_timeout=1, socket_connect_timeout=1)
     return RedisCallLimiter(
         client, instance=str(settings.magento_url), rate=settings.magento_rate_limit
     )

@@ -16,6 +16,7 @@ from typing import Any
 
 from celery import Celery, Task
 from kombu.utils.uuid import uuid
+from sqlalchemy.exc import SQLAlchemyError
 
 from refund_worker.celery_app import (
     NOTIFY_QUEUE,
@@ -26,7 +27,7 @@ from refund_worker.celery_app import (
     TASK_QUEUES,
     app,
 )
-from refund_worker.errors import RetryableError
+from refund_worker.errors import DatabaseUnavailable, RetryableError
 from refund_worker.models import utcnow
 from refund_worker.refunds import AttemptResult
 from refund_worker.runtime import get_runtime
@@ -44,6 +45,20 @@ def _stamp() -> dict[str, float]:
     return {PUBLISHED_AT_HEADER: time.time()}
 
 
+def _retry_later(task: Task, exc: Exception) -> Exception:
+    """The task's retry after the database failed it (its row still says what to do). A
+    SQLAlchemy error is shown by its type only: its text carries SQL and parameters."""
+    shown = exc if isinstance(exc, RetryableError) else DatabaseUnavailable(
+        f"database error: {type(exc).__name__}"
+    )
+    return task.retry(  # type: ignore[no-any-return]
+        countdown=get_runtime().settings.in_doubt_grace_seconds,
+        exc=shown,
+        max_retries=None,
+        headers=_stamp(),
+    )
+
+
 def _settle(task: Task, result: AttemptResult) -> str:
     if result.retry_in is not None:
         raise task.retry(countdown=result.retry_in, max_retries=None, headers=_stamp())
@@ -59,13 +74,10 @@ def process_refund(self: Task, refund_id: str) -> str:
     """Run one attempt of a refund; publishes its notification after the outcome is committed."""
     try:
         result = get_runtime().refunds.process(str(refund_id))
-    except RetryableError as exc:  # database briefly away: the row still says what to do
-        raise self.retry(
-            countdown=get_runtime().settings.in_doubt_grace_seconds,
-            exc=exc,
-            max_retries=None,
-            headers=_stamp(),
-        ) from exc
+    except (RetryableError, SQLAlchemyError) as exc:
+        # The database is away or unusable: the row still says what to do, so the message is
+        # retried, never acknowledged away.
+        raise _retry_later(self, exc) from exc
     if result.publish_notification:
         publish_notifications(app, [result.refund_id])
     return _settle(self, result)
@@ -76,13 +88,8 @@ def notify_customer(self: Task, refund_id: str) -> str:
     """Send the credit-memo email of a succeeded refund, at most once."""
     try:
         result = get_runtime().notifications.send(str(refund_id))
-    except RetryableError as exc:
-        raise self.retry(
-            countdown=get_runtime().settings.in_doubt_grace_seconds,
-            exc=exc,
-            max_retries=None,
-            headers=_stamp(),
-        ) from exc
+    except (RetryableError, SQLAlchemyError) as exc:
+        raise _retry_later(self, exc) from exc
     return _settle(self, result)
 
 

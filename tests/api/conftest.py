@@ -18,14 +18,21 @@ from tests.fakes import RecordingPublisher
 
 @pytest.fixture(scope="session")
 def keys() -> Keys:
-    """A producer key (``erp``) and an operator key (``alice``)."""
+    """Producer keys ``erp`` and ``returns``, ``erp-2026`` (tenant ``erp``) and an operator key
+    (``alice``)."""
     producer, producer_digest = generate_api_key()
+    other, other_digest = generate_api_key()
+    rotated, rotated_digest = generate_api_key()
     operator, operator_digest = generate_api_key()
     return Keys(
         producer=producer,
         operator=operator,
+        other_producer=other,
+        rotated_producer=rotated,
         entries=(
             ApiKey(name="erp", role="producer", sha256=producer_digest),
+            ApiKey(name="returns", role="producer", sha256=other_digest),
+            ApiKey(name="erp-2026", role="producer", sha256=rotated_digest, tenant="erp"),
             ApiKey(name="alice", role="operator", sha256=operator_digest),
         ),
     )

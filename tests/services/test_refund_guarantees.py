@@ -329,7 +329,7 @@ def test_a_success_recorded_by_a_taken_over_attempt_is_kept_and_the_lock_release
         a_recorded.set()
 
     env.overrides["refund_order"] = commit_then_stall
-    env.overrides["find_creditmemo_by_marker"] = search_while_a_records
+    env.overrides["search_creditmemos"] = search_while_a_records
     first = threading.Thread(target=run_a)
     first.start()
     assert a_committed.wait(10)

@@ -1,18 +1,13 @@
-"""Small pieces of the worker's hot path: the marker built without the row, when the claim's own
-lease is trusted for the refund call."""
+"""Small pieces of the worker's hot path: when the claim's own lease is trusted for the refund
+call."""
 
 from __future__ import annotations
 
 from datetime import timedelta
 
-from refund_worker.models import Refund, utcnow
-from refund_worker.refunds import lease_covers_call, marker_for
+from refund_worker.models import utcnow
+from refund_worker.refunds import lease_covers_call
 from refund_worker.settings import Settings
-
-
-def test_the_marker_is_the_one_the_refund_row_gives() -> None:
-    refund_id = "0b7c5a8e-2f1d-4c3b-9a6e-5d4c3b2a1f0e"
-    assert marker_for(refund_id) == Refund(id=refund_id).marker
 
 
 def test_the_claims_lease_is_trusted_for_one_magento_timeout() -> None:

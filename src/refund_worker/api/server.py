@@ -18,7 +18,7 @@ def build_app(settings: Settings | None = None) -> FastAPI:
     from refund_worker.tasks import CeleryPublisher
 
     settings = settings or get_settings()
-    database = Database.from_url(settings.database_url, pool_size=settings.database_pool_size)
+    database = Database.from_url(settings.database_dsn, pool_size=settings.database_pool_size)
     database.prepare()
     publisher = CeleryPublisher(create_celery_app(settings))
     return create_app(database=database, publisher=publisher, settings=settings)
