@@ -10,7 +10,7 @@ naive ... — ``--repeat`` times. Each run is timed from the first refund submit
 own intake: ``intake.enqueue_refunds`` / ``naive.submit``) to the last refund and email settled.
 Only the running side's worker is metered (the other one sits idle on its own queue).
 
-    python bench/versus.py                                   # 1,000 x 3 pairs x 2 layouts, ~8 min
+    python bench/versus.py                                   # 1,000 x 3 pairs x 2 layouts, ~7 min
     python bench/versus.py --refunds 200 --repeat 1          # smoke, ~1 min
     python bench/versus.py --layout threads:16 --payment mixed
 

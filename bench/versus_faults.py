@@ -31,7 +31,7 @@ set against the refunds asked:
 For the project, ``faultlib.evaluate``'s own marker-based checks are kept in the JSON as a
 cross-check.
 
-    python bench/versus_faults.py                  # 300 refunds per side, ~8 min
+    python bench/versus_faults.py                  # 300 refunds per side, ~6 min
     python bench/versus_faults.py --refunds 60     # smoke, ~5 min (the naive side waits for
                                                    # Redis to give a killed worker's messages back)
 
