@@ -1,7 +1,7 @@
 """The fault half of ``bench/versus.py``: this project and the naive worker under the same faults.
 
 What it measures: each side in turn, in an environment of its own (a private ``redis-server``, a
-private PostgreSQL database, a fresh simulator; ``bench/faultlib.py``), takes the same
+private PostgreSQL database, a fresh simulator; ``refund_worker.testing.faults``), takes the same
 ``--refunds`` partial refunds (2 to 4 per order, item quantities and no shipping, online and
 offline payments, a share notifying the customer; ``faultlib.plan``'s partial orders), all
 submitted at once to ONE worker process (``--pool threads``, ``--concurrency``), while
@@ -54,7 +54,6 @@ from pathlib import Path
 from typing import Any
 
 import common
-import faultlib
 import naive
 from sqlalchemy import func, select, text
 from sqlalchemy.orm import sessionmaker
@@ -63,7 +62,8 @@ from refund_worker.celery_app import create_app
 from refund_worker.db import Database
 from refund_worker.intake import enqueue_refunds, validate_request
 from refund_worker.models import Refund
-from refund_worker.tasks import CeleryPublisher
+from refund_worker.publishing import CeleryPublisher
+from refund_worker.testing import faults as faultlib
 
 SIDES = ("project", "naive")
 KILL_AT = (0.30, 0.65)

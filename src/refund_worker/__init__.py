@@ -35,7 +35,7 @@ def enqueue_refund(
     Raises ``InvalidRefund`` (naming each bad field) or ``IdempotencyConflict``.
     """
     from refund_worker import intake
-    from refund_worker.tasks import CeleryPublisher
+    from refund_worker.publishing import CeleryPublisher
 
     return intake.enqueue_refund(
         request,
@@ -55,7 +55,7 @@ def enqueue_refunds(
     """Accept many requests of ``tenant`` in batches; one receipt or rejection per request, in
     order."""
     from refund_worker import intake
-    from refund_worker.tasks import CeleryPublisher
+    from refund_worker.publishing import CeleryPublisher
 
     return intake.enqueue_refunds(
         (intake.validate_request(request) for request in requests),

@@ -39,7 +39,7 @@ SWEEP_QUEUE = "refunds.sweep"
 PROCESS_TASK = "refunds.process"
 NOTIFY_TASK = "refunds.notify"
 SWEEP_TASK = "refunds.sweep"
-#: Each task's queue: ``task_routes`` for ``send_task``, and ``tasks._publish``'s own messages.
+#: Each task's queue: ``task_routes`` for ``send_task``, and ``publishing.publish``'s own messages.
 TASK_QUEUES = {PROCESS_TASK: QUEUE, NOTIFY_TASK: NOTIFY_QUEUE, SWEEP_TASK: SWEEP_QUEUE}
 #: Queues every worker consumes on top of its ``-Q``.
 ALWAYS_CONSUMED = (NOTIFY_QUEUE, SWEEP_QUEUE)

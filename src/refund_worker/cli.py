@@ -70,7 +70,7 @@ def _database() -> Any:
 def _publisher() -> Any:
     """A publisher on a Celery app built from the current settings."""
     from refund_worker.celery_app import create_app
-    from refund_worker.tasks import CeleryPublisher
+    from refund_worker.publishing import CeleryPublisher
 
     return CeleryPublisher(create_app(_settings()))
 

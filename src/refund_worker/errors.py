@@ -10,7 +10,8 @@
     │   ├── MagentoUnavailable          unreachable, timeout, dropped connection, 5xx
     │   │                               (``outcome_unknown`` when Magento may have committed)
     │   ├── MagentoRateLimited          429 from Magento, or our own shared limit; ``retry_after``
-    │   └── DatabaseUnavailable         the database is briefly out of reach
+    │   ├── DatabaseUnavailable         the database is briefly out of reach
+    │   └── BrokerUnavailable           the broker refused messages of committed rows
     └── PermanentError                  never retried; stored; replayable once a person fixes it
         ├── InvalidRefund               the request cannot be processed as given
         ├── IdempotencyConflict         same idempotency key, different payload
@@ -90,6 +91,11 @@ class MagentoRateLimited(RetryableError):
 
 class DatabaseUnavailable(RetryableError):
     """Raised when the database cannot be reached for a moment (connection refused or dropped)."""
+
+
+class BrokerUnavailable(RetryableError):
+    """Raised when the broker refuses messages whose rows are committed: nothing is lost, the
+    sweeper publishes them."""
 
 
 class PermanentError(RefundWorkerError):

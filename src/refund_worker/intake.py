@@ -328,6 +328,7 @@ def _row(request: RefundRequest, payload_hash: str, now: Any, owner: _Owner) -> 
         "notify_customer": request.notify_customer,
         "notification_status": NotificationStatus.NOT_REQUESTED.value,
         "notification_attempts": 0,
+        "notification_version": 0,
         "next_attempt_at": now,
         "created_by": owner.created_by,
         "created_at": now,

@@ -79,7 +79,8 @@ class Refund(Base):
     last_error: Mapped[str | None] = mapped_column(Text)
     last_error_kind: Mapped[str | None] = mapped_column(String(16))
     last_http_status: Mapped[int | None] = mapped_column(Integer)
-    #: A money-moving call may have reached Magento and its outcome is not known yet.
+    #: A money-moving call may have reached Magento and its outcome is not known (a row left
+    #: ``processing`` by a dead worker is in doubt too; its next claim sets this).
     in_doubt: Mapped[bool] = mapped_column(Boolean, default=False)
     #: Bumped by every state change; claims are compare-and-set on it.
     version: Mapped[int] = mapped_column(Integer, default=0)
@@ -98,6 +99,9 @@ class Refund(Base):
     notification_lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     notification_next_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     notification_published_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    #: Bumped by every change of the email's state; its writes are compare-and-set on it (the
+    #: refund's own ``version`` is the refund machine's: the two never fence each other).
+    notification_version: Mapped[int] = mapped_column(Integer, default=0)
     #: Why a person must look (status ``needs_attention``): what Magento shows does not fit.
     attention: Mapped[str | None] = mapped_column(Text)
     created_by: Mapped[str | None] = mapped_column(String(64))

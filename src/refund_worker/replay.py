@@ -18,21 +18,19 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
-from typing import Protocol
 
 from sqlalchemy import update
 from sqlalchemy.orm import Session
 
 from refund_worker.db import Database, rowcount
-from refund_worker.intake import Publisher
 from refund_worker.models import Refund, RefundEvent, utcnow
+from refund_worker.publishing import Publisher
 from refund_worker.queries import RefundFilter, select_refunds
 from refund_worker.schemas import NotificationStatus, RefundStatus
 
 __all__ = [
     "MAX_REASON_LENGTH",
     "REPLAYABLE_NOTIFICATIONS",
-    "NotificationPublisher",
     "RefundFilter",
     "ReplayCandidate",
     "ReplayPlan",
@@ -48,12 +46,6 @@ __all__ = [
 REPLAYABLE_NOTIFICATIONS = (NotificationStatus.FAILED.value, NotificationStatus.NOT_SENT.value)
 REPLAYABLE_STATUSES = (RefundStatus.FAILED.value, RefundStatus.NEEDS_ATTENTION.value)
 MAX_REASON_LENGTH = 500
-
-
-class NotificationPublisher(Publisher, Protocol):
-    """A publisher that can also publish ``refunds.notify``."""
-
-    def publish_notifications(self, refund_ids: Sequence[str]) -> None: ...
 
 
 @dataclass
@@ -162,7 +154,7 @@ def plan_replay(
 
 def replay(
     database: Database,
-    publisher: NotificationPublisher,
+    publisher: Publisher,
     refund_ids: Sequence[str],
     *,
     reason: str,
@@ -209,7 +201,9 @@ def replay(
 def _requeue(
     session: Session, row: Refund, now: datetime, notifications: bool, actor: str
 ) -> bool:
+    """Re-queue the refund (or its email), compare-and-set on that state machine's version."""
     if notifications:
+        fence = Refund.notification_version == row.notification_version
         values: dict[str, object] = {
             "notification_status": NotificationStatus.PENDING.value,
             "notification_error": None,
@@ -217,8 +211,10 @@ def _requeue(
             "notification_attempts": 1,
             "notification_next_at": now,
             "notification_published_at": now,
+            "notification_version": Refund.notification_version + 1,
         }
     else:
+        fence = Refund.version == row.version
         values = {
             "status": RefundStatus.QUEUED.value,
             "attempts": 0,
@@ -230,16 +226,11 @@ def _requeue(
             "next_attempt_at": now,
             "published_at": now,
             "settled_at": None,
+            "version": Refund.version + 1,
         }
-    return (
-        rowcount(
-            session.execute(
-                update(Refund)
-                .where(Refund.id == row.id, Refund.version == row.version)
-                .values(
-                    version=Refund.version + 1, updated_at=now, replayed_by=actor[:64], **values
-                )
-            )
-        )
-        == 1
+    replayed = session.execute(
+        update(Refund)
+        .where(Refund.id == row.id, fence)
+        .values(updated_at=now, replayed_by=actor[:64], **values)
     )
+    return rowcount(replayed) == 1

@@ -58,6 +58,14 @@ SETTLED_STATUSES = frozenset(
 )
 
 
+class ErrorKind(StrEnum):
+    """What kind of error a refund's ``last_error`` is."""
+
+    PERMANENT = "permanent"  # Magento (or the request) said no: replayable once fixed
+    RETRYABLE = "retryable"  # transient; also a refund that gave up after its attempts
+    ATTENTION = "attention"  # Magento shows what only a person can settle
+
+
 class NotificationStatus(StrEnum):
     """Where the customer's credit-memo email is."""
 

@@ -10,7 +10,7 @@ import pytest
 
 from refund_worker.api import create_app, generate_api_key
 from refund_worker.db import Database
-from refund_worker.replay import NotificationPublisher
+from refund_worker.publishing import Publisher
 from refund_worker.settings import ApiKey
 from tests.api.support import Api, Keys, StartApi, make_settings, serving
 from tests.fakes import RecordingPublisher
@@ -62,7 +62,7 @@ def start_api(
         def start(
             *,
             database: Database = database,
-            publisher: NotificationPublisher = publisher,
+            publisher: Publisher = publisher,
             broker_check: Callable[[], bool] | None = lambda: True,
             **overrides: Any,
         ) -> Api:

@@ -11,7 +11,7 @@ import redis
 from refund_worker.celery_app import PROCESS_TASK, QUEUE
 from refund_worker.celery_app import create_app as create_celery_app
 from refund_worker.db import Database, upgrade
-from refund_worker.tasks import CeleryPublisher
+from refund_worker.publishing import CeleryPublisher
 from tests.api.support import Keys, StartApi, make_settings, refund
 
 

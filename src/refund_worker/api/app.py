@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -32,7 +32,7 @@ from starlette.concurrency import run_in_threadpool
 from refund_worker import __version__, intake, queries
 from refund_worker.api.body import parse_json, read_body
 from refund_worker.api.coalesce import IntakeCoalescer
-from refund_worker.api.errors import ApiError, PublishFailed, install_error_handlers
+from refund_worker.api.errors import ApiError, install_error_handlers
 from refund_worker.api.errors import validation_errors as _validation_errors
 from refund_worker.api.health import (
     CHECK_TIMEOUT_SECONDS,
@@ -58,8 +58,9 @@ from refund_worker.api.schemas import (
 from refund_worker.db import Database
 from refund_worker.errors import IdempotencyConflict
 from refund_worker.intake import IntakeRejection
+from refund_worker.publishing import GuardedPublisher, Publisher
 from refund_worker.queries import refund_view, to_view
-from refund_worker.replay import NotificationPublisher, RefundFilter, replay, select_refunds
+from refund_worker.replay import RefundFilter, replay, select_refunds
 from refund_worker.schemas import (
     MAX_ENTITY_ID,
     RefundReceipt,
@@ -79,38 +80,12 @@ _MAX_KEY_LENGTH = 255
 # -- wiring ------------------------------------------------------------------------------------
 
 
-class _GuardedPublisher:
-    """Turns a broker failure (after intake committed) into ``PublishFailed``, logged once."""
-
-    def __init__(self, publisher: NotificationPublisher) -> None:
-        self._publisher = publisher
-
-    def publish_refunds(self, refund_ids: Sequence[str]) -> None:
-        self._guard(self._publisher.publish_refunds, refund_ids)
-
-    def publish_notifications(self, refund_ids: Sequence[str]) -> None:
-        self._guard(self._publisher.publish_notifications, refund_ids)
-
-    @staticmethod
-    def _guard(publish: Callable[[Sequence[str]], None], refund_ids: Sequence[str]) -> None:
-        try:
-            publish(refund_ids)
-        except Exception as exc:
-            # The type only: a broker error's text can carry the broker URL and its password.
-            log.error(
-                "publishing %d committed refunds failed (%s); the sweeper will publish them",
-                len(refund_ids),
-                type(exc).__name__,
-            )
-            raise PublishFailed(type(exc).__name__) from exc
-
-
 @dataclass(frozen=True)
 class ApiContext:
     """What the handlers use; one per app, kept in ``app.state``."""
 
     database: Database
-    publisher: NotificationPublisher
+    publisher: Publisher
     intake: IntakeCoalescer
     keys: KeyRing
     max_body_bytes: int
@@ -568,7 +543,7 @@ class RefundApi(FastAPI):
 def create_app(
     *,
     database: Database,
-    publisher: NotificationPublisher,
+    publisher: Publisher,
     settings: Settings,
     broker_check: Check | None = None,
 ) -> FastAPI:
@@ -578,7 +553,7 @@ def create_app(
     PING to ``settings.broker_url`` when it is Redis (other brokers show as ``unchecked``).
     """
     default_check = default_broker_check(settings.broker_dsn) if broker_check is None else None
-    guarded = _GuardedPublisher(publisher)
+    guarded = GuardedPublisher(publisher)
     coalescer = IntakeCoalescer(database, guarded)
 
     @asynccontextmanager

@@ -9,6 +9,7 @@ to ``on_call`` as a :class:`CallRecord`, succeeded or not.
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import re
@@ -177,6 +178,13 @@ class MagentoClient:
         )
 
     # ------------------------------------------------------------------ lifecycle
+
+    def recording(self, on_call: Callable[[CallRecord], None]) -> Self:
+        """This client, reporting each of its calls to ``on_call`` (an attempt's audit); the
+        connections are shared, so it costs one small object."""
+        twin = copy.copy(self)
+        twin._on_call = on_call
+        return twin
 
     def close(self) -> None:
         """Close the transport's connections; the client cannot send after this."""

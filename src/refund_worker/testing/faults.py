@@ -21,6 +21,7 @@ everything known about it to ``diagnostics.json`` next to the logs.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import random
@@ -48,9 +49,9 @@ from refund_worker.celery_app import create_app
 from refund_worker.db import Database, upgrade
 from refund_worker.intake import IntakeRejection, enqueue_refunds, validate_request
 from refund_worker.models import MagentoCall, Refund, RefundEvent
+from refund_worker.publishing import CeleryPublisher
 from refund_worker.settings import Settings
 from refund_worker.simulator.testing import LISTENING_PREFIX
-from refund_worker.tasks import CeleryPublisher
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -506,7 +507,7 @@ def plan(config: FaultConfig, rng: random.Random) -> list[PlannedOrder]:
 
 
 def payloads(orders: list[PlannedOrder], run_id: str) -> list[dict[str, Any]]:
-    out = []
+    out: list[dict[str, Any]] = []
     for order in orders:
         summary = order.order
         for refund in order.refunds:
@@ -672,7 +673,7 @@ class Chaos:
         for share in self.config.db_breaks:
             schedule.append((share * window, self._break_database))
         for share, status, seconds in self.config.bursts:
-            schedule.append((share * window, lambda s=status, d=seconds: self._burst(s, d)))
+            schedule.append((share * window, functools.partial(self._burst, status, seconds)))
         for moment, action in sorted(schedule, key=lambda item: item[0]):
             if not self._sleep_until(moment):
                 return
