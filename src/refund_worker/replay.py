@@ -23,6 +23,7 @@ from sqlalchemy import update
 from sqlalchemy.orm import Session
 
 from refund_worker.db import Database, rowcount
+from refund_worker.errors import BrokerUnavailable
 from refund_worker.models import Refund, RefundEvent, utcnow
 from refund_worker.publishing import Publisher
 from refund_worker.queries import RefundFilter, select_refunds
@@ -54,6 +55,9 @@ class ReplayReport:
 
     replayed: list[str] = field(default_factory=list)
     refused: dict[str, str] = field(default_factory=dict)
+    #: The broker refused the replayed refunds' messages (why): they are committed, and the
+    #: sweeper publishes them.
+    unpublished: str | None = None
 
 
 def refusal(row: Refund, notifications: bool) -> str | None:
@@ -161,7 +165,8 @@ def replay(
     actor: str = "operator",
     notifications: bool = False,
 ) -> ReplayReport:
-    """Re-queue failed refunds (or failed emails); commit, then publish.
+    """Re-queue failed refunds (or failed emails); commit, then publish (through a publisher
+    that raises ``BrokerUnavailable``, such as ``publishing.GuardedPublisher``).
 
     ``reason`` is required (see ``check_reason``) and kept in each refund's ``*_replayed`` event.
     """
@@ -191,10 +196,13 @@ def replay(
                 report.replayed.append(row.id)
             else:
                 report.refused[row.id] = "changed while replaying; try again"
-    if notifications:
-        publisher.publish_notifications(report.replayed)
-    else:
-        publisher.publish_refunds(report.replayed)
+    try:
+        if notifications:
+            publisher.publish_notifications(report.replayed)
+        else:
+            publisher.publish_refunds(report.replayed)
+    except BrokerUnavailable as exc:
+        report.unpublished = exc.message
     return report
 
 

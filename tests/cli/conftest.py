@@ -17,6 +17,7 @@ from rich.console import Console
 from sqlalchemy import update
 
 from refund_worker import cli
+from refund_worker.cli import common, output
 from refund_worker.db import Database, database_for, upgrade
 from refund_worker.intake import IntakeRejection, enqueue_refunds, validate_request
 from refund_worker.models import MagentoCall, Refund, RefundEvent
@@ -114,14 +115,14 @@ def make_cli(
             monkeypatch.delenv(name)
     monkeypatch.setenv("REFUND_WORKER_DATABASE_URL", database_url)
     monkeypatch.setenv("REFUND_WORKER_BROKER_URL", broker_url)
-    monkeypatch.setattr(cli, "console", Console(width=250, color_system=None))
-    monkeypatch.setattr(cli, "err_console", Console(width=250, stderr=True, color_system=None))
+    monkeypatch.setattr(output, "console", Console(width=250, color_system=None))
+    monkeypatch.setattr(output, "err_console", Console(width=250, stderr=True, color_system=None))
     get_settings.cache_clear()
     database = Database.from_url(database_url)
     upgrade(database.engine)
     publisher = RecordingPublisher()
     if record:
-        monkeypatch.setattr(cli, "_publisher", lambda: publisher)
+        monkeypatch.setattr(common, "broker_publisher", lambda: publisher)
     try:
         yield Cli(database, publisher)
     finally:

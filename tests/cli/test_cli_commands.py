@@ -14,6 +14,7 @@ import pytest
 from click.testing import CliRunner
 
 from refund_worker import cli
+from refund_worker.cli import processes
 from refund_worker.errors import ConfigurationError
 from refund_worker.settings import get_settings
 from tests.cli.conftest import Cli
@@ -52,7 +53,9 @@ def test_the_api_commands_come_from_the_api_package() -> None:
 
 
 def test_a_lazy_command_that_cannot_load_fails_clearly(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(cli.LAZY_COMMANDS, "api", ("refund_worker.api.nowhere", "api_command"))
+    monkeypatch.setitem(
+        cli.COMMANDS, "api", ("refund_worker.api.nowhere", "api_command", "Serve the HTTP API.")
+    )
     result = CliRunner().invoke(cli.main, ["api", "--port", "1"])
     assert result.exit_code == 1
     assert "`refund-worker api` is not available" in result.output
@@ -73,20 +76,21 @@ def test_a_lazy_command_that_cannot_load_fails_clearly(monkeypatch: pytest.Monke
     ],
 )
 def test_flower_argv(args: list[str], expected: list[str]) -> None:
-    columns = f"--tasks_columns={cli.FLOWER_TASK_COLUMNS}"
+    columns = f"--tasks_columns={processes.FLOWER_TASK_COLUMNS}"
     loopback = [] if "--address" in args else ["--address=127.0.0.1"]
-    assert cli.flower_argv(args) == [*expected, columns, *loopback]
-    assert "args" in cli.FLOWER_TASK_COLUMNS.split(",")  # the refund id is visible
+    assert processes.flower_argv(args) == [*expected, columns, *loopback]
+    assert "args" in processes.FLOWER_TASK_COLUMNS.split(",")  # the refund id is visible
 
 
 def test_flower_listens_on_loopback_unless_told_otherwise() -> None:
-    assert "--address=127.0.0.1" in cli.flower_argv([])
-    assert cli.flower_argv(["--address=0.0.0.0"]).count("--address=0.0.0.0") == 1
-    assert not any(a.startswith("--address=127") for a in cli.flower_argv(["--address", "::"]))
+    assert "--address=127.0.0.1" in processes.flower_argv([])
+    assert processes.flower_argv(["--address=0.0.0.0"]).count("--address=0.0.0.0") == 1
+    given = processes.flower_argv(["--address", "::"])
+    assert not any(a.startswith("--address=127") for a in given)
 
 
 def test_flower_argv_keeps_chosen_columns() -> None:
-    assert cli.flower_argv(["--tasks-columns", "name,uuid"]) == [
+    assert processes.flower_argv(["--tasks-columns", "name,uuid"]) == [
         "--tasks-columns=name,uuid",
         "--address=127.0.0.1",
     ]
@@ -95,7 +99,7 @@ def test_flower_argv_keeps_chosen_columns() -> None:
 @pytest.mark.parametrize("arg", ["--basic_auth=u:p", "--basic-auth", "--basic_auth"])
 def test_flower_refuses_credentials_in_argv(arg: str) -> None:
     with pytest.raises(click.UsageError, match="REFUND_WORKER_FLOWER_BASIC_AUTH"):
-        cli.flower_argv([arg, "u:p"])
+        processes.flower_argv([arg, "u:p"])
 
 
 @pytest.mark.parametrize(
@@ -111,7 +115,7 @@ def test_flower_refuses_credentials_in_argv(arg: str) -> None:
     ],
 )
 def test_flower_credentials(value: str, ok: bool) -> None:
-    assert (cli.flower_credentials_problem(value) is None) is ok
+    assert (processes.flower_credentials_problem(value) is None) is ok
 
 
 def _run(*args: str, env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
@@ -178,3 +182,30 @@ def test_the_workers_exit_code_is_the_commands(
     result = CliRunner().invoke(cli.main, ["worker", "--loglevel", "WARNING"])
     assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
     assert result.exit_code == exitcode, result.output
+
+
+def test_the_registry_shows_each_commands_own_help_line() -> None:
+    for name, (_, _, help_line) in cli.COMMANDS.items():
+        assert cli.load_command(name).get_short_help_str(limit=300) == help_line, name
+
+
+@pytest.mark.parametrize(
+    ("argv", "never"),
+    [
+        (["--help"], {"celery", "sqlalchemy", "pydantic", "fastapi", "rich", "refund_worker.db"}),
+        (["list", "--help"], {"celery", "fastapi", "kombu", "alembic", "refund_worker.simulator"}),
+        (["status", "--help"], {"celery", "fastapi", "kombu", "refund_worker.simulator"}),
+    ],
+)
+def test_commands_import_only_what_they_need(argv: list[str], never: set[str]) -> None:
+    probe = (
+        "import sys\n"
+        "from refund_worker.cli import run\n"
+        f"try:\n    run({argv!r})\nexcept SystemExit:\n    pass\n"
+        "print(' '.join(sorted(sys.modules)))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=60
+    )
+    loaded = set(result.stdout.split())
+    assert not {name for name in loaded if name.split(".")[0] in never or name in never}

@@ -10,6 +10,7 @@ import pytest
 import redis
 
 from refund_worker import cli
+from refund_worker.cli import replay as cli_replay
 from refund_worker.models import utcnow
 from tests.cli.conftest import Cli
 
@@ -163,7 +164,7 @@ def test_bulk_replay_with_filters(cli_run: Cli) -> None:
 
 
 def test_bulk_replay_runs_in_batches(cli_run: Cli, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(cli, "REPLAY_BATCH", 2)
+    monkeypatch.setattr(cli_replay, "REPLAY_BATCH", 2)
     ids = [cli_run.add(f"f-{n}", status="failed", last_error="x") for n in range(5)]
     result = cli_run("replay", "--status", "failed", "--reason", "batch", "--yes")
     assert result.exit_code == 0
@@ -173,7 +174,7 @@ def test_bulk_replay_runs_in_batches(cli_run: Cli, monkeypatch: pytest.MonkeyPat
 def test_broker_failure_after_commit_is_reported(
     cli_run: Cli, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(cli, "REPLAY_BATCH", 2)
+    monkeypatch.setattr(cli_replay, "REPLAY_BATCH", 2)
     ids = [
         cli_run.add(
             f"f-{n}",

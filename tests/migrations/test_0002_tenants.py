@@ -76,3 +76,11 @@ def test_rows_of_0001_are_carried_over(request: pytest.FixtureRequest, backend: 
             assert connection.execute(text("SELECT count(*) FROM refunds")).scalar() == 5
     finally:
         engine.dispose()
+
+
+def test_the_schema_head_the_processes_check_is_alembics() -> None:
+    from alembic.script import ScriptDirectory
+
+    from refund_worker.db import SCHEMA_HEAD, alembic_config
+
+    assert ScriptDirectory.from_config(alembic_config()).get_current_head() == SCHEMA_HEAD

@@ -13,6 +13,7 @@ import click
 import yaml
 
 from refund_worker import cli
+from refund_worker.cli import processes
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = ROOT / "docker-compose.yml"
@@ -123,7 +124,7 @@ def check_refund_worker_args(args: Sequence[str]) -> str:
         from flower.options import default_options
 
         known = set(default_options._options)
-        for arg in cli.flower_argv(rest):
+        for arg in processes.flower_argv(rest):
             option = arg.split("=", 1)[0]
             assert option.startswith("--"), f"flower takes no positional argument ({arg!r})"
             assert option[2:].replace("_", "-") in known, f"flower has no option {option}"

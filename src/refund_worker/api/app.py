@@ -56,7 +56,7 @@ from refund_worker.api.schemas import (
     ReplayRequest,
 )
 from refund_worker.db import Database
-from refund_worker.errors import IdempotencyConflict
+from refund_worker.errors import BrokerUnavailable, IdempotencyConflict
 from refund_worker.intake import IntakeRejection
 from refund_worker.publishing import GuardedPublisher, Publisher
 from refund_worker.queries import refund_view, to_view
@@ -475,6 +475,8 @@ def _replay(api: ApiContext, holder: ApiKey, refund_id: str, body: bytes) -> JSO
         actor=holder.name,
         notifications=request.notifications,
     )
+    if report.unpublished is not None:
+        raise BrokerUnavailable(report.unpublished)  # replayed; the sweeper publishes it
     if refund_id in report.refused:
         what = "its email" if request.notifications else "refund " + refund_id
         raise ApiError.one(

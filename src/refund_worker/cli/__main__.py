@@ -1,0 +1,5 @@
+"""``python -m refund_worker.cli``."""
+
+from refund_worker.cli import run
+
+run()
