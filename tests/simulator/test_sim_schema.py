@@ -7,7 +7,6 @@ as published, and "strict" (no unknown keys in nested objects, which Magento rej
 from __future__ import annotations
 
 import copy
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -15,7 +14,7 @@ import jsonschema
 import pytest
 import yaml
 
-SCHEMA_PATH = Path(__file__).resolve().parents[3] / "shared" / "magento" / "admin-schema-2.4.9.yaml"
+from tests.magento_schema import SCHEMA_PATH
 
 
 class Schema:
