@@ -56,6 +56,7 @@ def _address(spec: OrderSpec, entity_id: int, order_id: int, kind: str) -> dict[
         "city": "Calder",
         "country_id": "US",
         "customer_address_id": 1,
+        "customer_id": 1,
         "email": spec.customer_email,
         "entity_id": entity_id,
         "firstname": spec.customer_firstname,
@@ -117,6 +118,8 @@ def _item(spec: ItemSpec, item_id: int, order_id: int, created: str) -> OrderIte
         "qty_returned": 0.0,
         "tax_percent": round(spec.tax / spec.price * 100, 4) if spec.price else 0.0,
         "discount_percent": 0.0,
+        "tax_before_discount": tax,
+        "base_tax_before_discount": tax,
         "base_cost": 0.0,
         "weee_tax_applied": "[]",
     }
@@ -262,7 +265,7 @@ def _extension(
             }
         ]
     return {
-        "shipping_assignments": [{"shipping": shipping, "items": []}],
+        "shipping_assignments": [{"shipping": shipping, "items": [], "stock_id": 1}],
         "payment_additional_info": [
             {"key": "method_title", "value": METHOD_TITLES.get(method, method)}
         ],

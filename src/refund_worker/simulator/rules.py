@@ -775,6 +775,18 @@ def _shipping_address_id(order: Order) -> int | None:
     return None
 
 
+_WEEE_FIELDS = [
+    "weee_tax_applied_amount",
+    "weee_tax_applied_row_amount",
+    "weee_tax_disposition",
+    "weee_tax_row_disposition",
+    "base_weee_tax_applied_amount",
+    "base_weee_tax_applied_row_amnt",
+    "base_weee_tax_disposition",
+    "base_weee_tax_row_disposition",
+]
+
+
 def creditmemo_items(draft: Draft, creditmemo_id: int, first_item_id: int) -> list[dict[str, Any]]:
     """The ``sales_creditmemo_item`` rows: Convert\\Order::itemToCreditmemoItem + collectors."""
     rows = []
@@ -818,5 +830,7 @@ def creditmemo_items(draft: Draft, creditmemo_id: int, first_item_id: int) -> li
                     ),
                 }
             )
+            if item.data.get("weee_tax_applied") is not None:  # Magento_Weee's collector
+                row.update(dict.fromkeys(_WEEE_FIELDS, 0.0))
         rows.append(row)
     return rows
