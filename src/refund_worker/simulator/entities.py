@@ -22,7 +22,7 @@ that the interface declares non-nullable (``payment.account_status``, ``payment.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any, overload
+from typing import Any, TypeVar, overload
 
 OFFLINE_METHODS = frozenset({"checkmo", "banktransfer", "cashondelivery", "purchaseorder"})
 FREE_METHOD = "free"
@@ -104,6 +104,9 @@ def clean(value: Any, keep_null: frozenset[str] = frozenset()) -> Any:
     if isinstance(value, list):
         return [clean(item) if isinstance(item, (dict, list)) else item for item in value]
     return value
+
+
+R = TypeVar("R", bound="Record")
 
 
 class Record:
@@ -190,6 +193,34 @@ class Str:
         obj.data[self.key] = value
 
 
+def _getter(kind: type, key: str) -> Any:
+    if kind is Num:
+        return lambda self: self.data.get(key) or 0.0
+    if kind is Int:
+        return lambda self: int(self.data.get(key) or 0)
+    return lambda self: str(self.data.get(key) or "")
+
+
+def _setter(key: str) -> Any:
+    def set_field(self: Record, value: Any) -> None:
+        self.data[key] = value
+
+    return set_field
+
+
+def fields_as_properties(cls: type[R]) -> type[R]:
+    """Swap the Num/Int/Str descriptors for plain properties: same reads, a third faster.
+
+    The descriptors stay what mypy sees (typed fields); the refund path reads about a hundred
+    fields per refund, so the speed shows in ``bench/bench_simulator.py``.
+    """
+    for name, value in list(vars(cls).items()):
+        if isinstance(value, (Num, Int, Str)):
+            setattr(cls, name, property(_getter(type(value), value.key), _setter(value.key)))
+    return cls
+
+
+@fields_as_properties
 class OrderItem(Record):
     """One ``sales_order_item`` row (``sales-data-order-item-interface``)."""
 
@@ -330,6 +361,7 @@ class OrderItem(Record):
         return out
 
 
+@fields_as_properties
 class Order(Record):
     """One order (``sales-data-order-interface``): the order's JSON without its items.
 
@@ -484,6 +516,7 @@ class Order(Record):
         return out
 
 
+@fields_as_properties
 class InvoiceItem(Record):
     """One ``sales_invoice_item`` row."""
 
@@ -493,6 +526,7 @@ class InvoiceItem(Record):
     qty = Num()
 
 
+@fields_as_properties
 class Invoice(Record):
     """One invoice (``sales-data-invoice-interface``): its JSON without items and comments."""
 

@@ -370,10 +370,7 @@ def validate(order: Order, draft: Draft, request: RefundRequest) -> list[str]:
 # ------------------------------------------------------------------ state
 
 
-def _can_ship(order: Order) -> bool:
-    """Order::canShip."""
-    if order.state in ("holded", "payment_review", "canceled") or order.is_virtual:
-        return False
+def _items_to_ship(order: Order) -> bool:
     return any(
         item.qty_to_ship > 0
         and not item.is_virtual
@@ -383,13 +380,24 @@ def _can_ship(order: Order) -> bool:
     )
 
 
-def _can_invoice(order: Order) -> bool:
-    """Order::canInvoice."""
-    if order.state in ("holded", "payment_review", "canceled", "complete", "closed"):
-        return False
+def _items_to_invoice(order: Order) -> bool:
     return any(
         item.qty_to_invoice > 0 and not item.data.get("locked_do_invoice") for item in order.items
     )
+
+
+def _can_ship(order: Order, items_left: bool | None = None) -> bool:
+    """Order::canShip (``items_left``: :func:`_items_to_ship`, when already known)."""
+    if order.state in ("holded", "payment_review", "canceled") or order.is_virtual:
+        return False
+    return _items_to_ship(order) if items_left is None else items_left
+
+
+def _can_invoice(order: Order, items_left: bool | None = None) -> bool:
+    """Order::canInvoice (``items_left``: :func:`_items_to_invoice`, when already known)."""
+    if order.state in ("holded", "payment_review", "canceled", "complete", "closed"):
+        return False
+    return _items_to_invoice(order) if items_left is None else items_left
 
 
 def _all_fulfilled(order: Order) -> bool:
@@ -407,11 +415,12 @@ def _all_fulfilled(order: Order) -> bool:
 def resolve_state(order: Order, *, keep_status: bool) -> None:
     """OrderStateResolver followed by the save-time state handler (docs/magento.md §1.5)."""
     previous_state = order.state
+    to_invoice, to_ship = _items_to_invoice(order), _items_to_ship(order)
     state = "processing" if previous_state == "processing" else "new"
     if (
         previous_state not in ("canceled", "holded")
-        and not _can_invoice(order)
-        and not _can_ship(order)
+        and not _can_invoice(order, to_invoice)
+        and not _can_ship(order, to_ship)
     ):
         if order.base_grand_total == 0 or can_creditmemo(order):
             state = "complete"
@@ -419,9 +428,9 @@ def resolve_state(order: Order, *, keep_status: bool) -> None:
             state = "closed"
     # The handler sees the new state on save.
     order.state = state
-    if state not in ("canceled", "holded") and not _can_invoice(order):
-        fulfilled = not _can_ship(order) or _all_fulfilled(order)
-        closes = state in ("processing", "complete") and not can_creditmemo(order) and fulfilled
+    if state not in ("canceled", "holded") and not _can_invoice(order, to_invoice):
+        fulfilled = not _can_ship(order, to_ship) or _all_fulfilled(order)
+        closes = state in ("processing", "complete") and fulfilled and not can_creditmemo(order)
         if closes and not order.is_virtual:
             state = "closed"
         elif state == "processing" and fulfilled:
@@ -458,107 +467,115 @@ def _add_history(order: Order, text: str, notified: bool, now: str, entity_id: i
 
 
 def _add(record: dict[str, Any], key: str, amount: float) -> None:
-    record[key] = r4(float(record.get(key) or 0.0) + amount)
+    """``setX(getX() + amount)``: the field exists afterwards, even when adding 0."""
+    current = record.get(key)
+    if amount or current is None:
+        record[key] = r4(float(current or 0.0) + amount)
 
 
-@dataclass(frozen=True, slots=True)
-class MemoTotals:
-    """The amounts of a credit memo that the refund moves, in both currencies."""
+# The credit memo amounts a refund moves, in both currencies.
+_MEMO_NAMES = (
+    "grand_total",
+    "subtotal",
+    "tax_amount",
+    "discount_tax_compensation_amount",
+    "shipping_amount",
+    "shipping_tax_amount",
+    "adjustment_positive",
+    "adjustment_negative",
+    "discount_amount",
+)
+MEMO_AMOUNTS = (
+    *(prefix + name for name in _MEMO_NAMES for prefix in ("", "base_")),
+    "base_cost",
+)
+# RefundOperation::execute: credit memo amount -> the order total it adds to.
+_ORDER_REFUNDED = tuple(
+    (prefix + memo, prefix + total)
+    for memo, total in (
+        ("subtotal", "subtotal_refunded"),
+        ("tax_amount", "tax_refunded"),
+        ("discount_tax_compensation_amount", "discount_tax_compensation_refunded"),
+        ("shipping_amount", "shipping_refunded"),
+        ("shipping_tax_amount", "shipping_tax_refunded"),
+        ("adjustment_positive", "adjustment_positive"),
+        ("adjustment_negative", "adjustment_negative"),
+        ("discount_amount", "discount_refunded"),
+    )
+    for prefix in ("", "base_")
+)
+# Payment::refund (_updateTotals): credit memo amount -> payment total.
+_PAYMENT_REFUNDED = (
+    ("grand_total", "amount_refunded"),
+    ("base_grand_total", "base_amount_refunded"),
+    ("shipping_amount", "shipping_refunded"),
+    ("base_shipping_amount", "base_shipping_refunded"),
+)
 
-    grand_total: float
-    base_grand_total: float
-    subtotal: float = 0.0
-    base_subtotal: float = 0.0
-    tax_amount: float = 0.0
-    base_tax_amount: float = 0.0
-    discount_tax_compensation_amount: float = 0.0
-    base_discount_tax_compensation_amount: float = 0.0
-    shipping_amount: float = 0.0
-    base_shipping_amount: float = 0.0
-    shipping_tax_amount: float = 0.0
-    base_shipping_tax_amount: float = 0.0
-    adjustment_positive: float = 0.0
-    base_adjustment_positive: float = 0.0
-    adjustment_negative: float = 0.0
-    base_adjustment_negative: float = 0.0
-    discount_amount: float = 0.0
-    base_discount_amount: float = 0.0
-    base_cost: float = 0.0
 
-    @classmethod
-    def of(cls, source: Draft | Mapping[str, Any]) -> MemoTotals:
-        if isinstance(source, Draft):
-            return cls(**{name: getattr(source, name) for name in cls.__slots__})
-        values = {}
-        for name in cls.__slots__:
-            base = name.startswith("base_")
-            twin = name[5:] if base else f"base_{name}"
-            value = source.get(name)
-            if value is None:
-                value = source.get(twin)
-            values[name] = float(value or 0.0)
-        return cls(**values)
+def memo_amounts(source: Draft | Mapping[str, Any]) -> dict[str, float]:
+    """MEMO_AMOUNTS of a draft, or of a caller's document (a missing twin stands in)."""
+    if isinstance(source, Draft):
+        return {name: getattr(source, name) for name in MEMO_AMOUNTS}
+    values = {}
+    for name in MEMO_AMOUNTS:
+        value = source.get(name)
+        if value is None:
+            value = source.get(_twin(name))
+        values[name] = float(value or 0.0)
+    return values
 
 
-def _register_item(item: OrderItem, qty: float, amounts: Mapping[str, Any], now: str) -> None:
+def _add_all(
+    record: dict[str, Any], table: tuple[tuple[str, str], ...], amounts: Mapping[str, float]
+) -> None:
+    """``setX(getX() + amount)`` for each pair: the field exists afterwards, even at 0."""
+    for source, target in table:
+        amount = amounts[source]
+        current = record.get(target)
+        if amount or current is None:
+            record[target] = r4((current or 0.0) + amount)
+
+
+def _register_item(item: OrderItem, qty: float, amounts: Mapping[str, float], now: str) -> None:
     """Creditmemo/Item::register: the order item's refunded quantities and amounts."""
     data = item.data
     item.qty_refunded = round(item.qty_refunded + qty, 4)
-    for memo_key, item_key in _ITEM_REFUNDED.items():
-        _add(data, item_key, float(amounts.get(memo_key) or 0.0))
+    _add_all(data, _ITEM_REFUNDED, amounts)
     item.updated_at = now
 
 
-_ITEM_REFUNDED = {
-    "tax_amount": "tax_refunded",
-    "base_tax_amount": "base_tax_refunded",
-    "discount_tax_compensation_amount": "discount_tax_compensation_refunded",
-    "base_discount_tax_compensation_amount": "base_discount_tax_compensation_refunded",
-    "row_total": "amount_refunded",
-    "base_row_total": "base_amount_refunded",
-    "discount_amount": "discount_refunded",
-    "base_discount_amount": "base_discount_refunded",
-}
+_ITEM_REFUNDED = (  # Creditmemo/Item::register: credit memo line amount -> order item total
+    ("tax_amount", "tax_refunded"),
+    ("base_tax_amount", "base_tax_refunded"),
+    ("discount_tax_compensation_amount", "discount_tax_compensation_refunded"),
+    ("base_discount_tax_compensation_amount", "base_discount_tax_compensation_refunded"),
+    ("row_total", "amount_refunded"),
+    ("base_row_total", "base_amount_refunded"),
+    ("discount_amount", "discount_refunded"),
+    ("base_discount_amount", "base_discount_refunded"),
+)
 
 
-def _add_to_order_totals(order: Order, memo: MemoTotals, *, online: bool) -> None:
+def _add_to_order_totals(order: Order, memo: Mapping[str, float], *, online: bool) -> None:
     """RefundOperation::execute and Payment::refund: every total a credit memo moves."""
     data = order.data
-    data["base_total_refunded"] = round_price(order.base_total_refunded + memo.base_grand_total)
-    data["total_refunded"] = round_price(order.total_refunded + memo.grand_total)
-    pairs = (
-        ("subtotal_refunded", memo.subtotal, memo.base_subtotal),
-        ("tax_refunded", memo.tax_amount, memo.base_tax_amount),
-        (
-            "discount_tax_compensation_refunded",
-            memo.discount_tax_compensation_amount,
-            memo.base_discount_tax_compensation_amount,
-        ),
-        ("shipping_refunded", memo.shipping_amount, memo.base_shipping_amount),
-        ("shipping_tax_refunded", memo.shipping_tax_amount, memo.base_shipping_tax_amount),
-        ("adjustment_positive", memo.adjustment_positive, memo.base_adjustment_positive),
-        ("adjustment_negative", memo.adjustment_negative, memo.base_adjustment_negative),
-        ("discount_refunded", memo.discount_amount, memo.base_discount_amount),
-    )
-    for key, amount, base_amount in pairs:
-        _add(data, key, amount)
-        _add(data, "base_" + key, base_amount)
+    data["base_total_refunded"] = round_price(order.base_total_refunded + memo["base_grand_total"])
+    data["total_refunded"] = round_price(order.total_refunded + memo["grand_total"])
+    _add_all(data, _ORDER_REFUNDED, memo)
     channel = "online" if online else "offline"
-    _add(data, f"total_{channel}_refunded", memo.grand_total)
-    _add(data, f"base_total_{channel}_refunded", memo.base_grand_total)
-    _add(data, "base_total_invoiced_cost", -memo.base_cost)
+    _add(data, f"total_{channel}_refunded", memo["grand_total"])
+    _add(data, f"base_total_{channel}_refunded", memo["base_grand_total"])
+    _add(data, "base_total_invoiced_cost", -memo["base_cost"])
     payment = order.payment
-    _add(payment, "amount_refunded", memo.grand_total)
-    _add(payment, "base_amount_refunded", memo.base_grand_total)
+    _add_all(payment, _PAYMENT_REFUNDED, memo)
     if online:
-        _add(payment, "base_amount_refunded_online", memo.base_grand_total)
-    _add(payment, "shipping_refunded", memo.shipping_amount)
-    _add(payment, "base_shipping_refunded", memo.base_shipping_amount)
+        _add(payment, "base_amount_refunded_online", memo["base_grand_total"])
 
 
 def _finish(
     order: Order,
-    memo: MemoTotals,
+    memo: Mapping[str, float],
     *,
     online: bool,
     notify: bool,
@@ -570,14 +587,14 @@ def _finish(
 ) -> None:
     _add_to_order_totals(order, memo, online=online)
     if invoice is not None:
-        invoice.base_total_refunded = r4(invoice.base_total_refunded + memo.base_grand_total)
+        invoice.base_total_refunded = r4(invoice.base_total_refunded + memo["base_grand_total"])
         invoice.is_used_for_refund = 1
         invoice.updated_at = now
     if online and transaction_id:
         order.payment["last_trans_id"] = transaction_id
     order.customer_note_notify = notify
     resolve_state(order, keep_status=keep_status)
-    text = _history(order, memo.base_grand_total, online, transaction_id)
+    text = _history(order, memo["base_grand_total"], online, transaction_id)
     _add_history(order, text, notify, now, history_id)
     order.updated_at = now
 
@@ -598,7 +615,7 @@ def apply_refund(
         _register_item(line.order_item, line.qty, _line_amounts(line), now)
     _finish(
         order,
-        MemoTotals.of(draft),
+        memo_amounts(draft),
         online=online,
         notify=notify,
         transaction_id=transaction_id,
@@ -610,8 +627,8 @@ def apply_refund(
 
 
 def _line_amounts(line: DraftItem) -> dict[str, float]:
-    if line.is_dummy:
-        return {}
+    if line.is_dummy:  # the collectors leave a dummy's amounts null: register adds 0
+        return dict.fromkeys((key for key, _ in _ITEM_REFUNDED), 0.0)
     return {
         "row_total": line.row_total,
         "base_row_total": line.base_row_total,
@@ -679,11 +696,11 @@ def apply_document_refund(
         item = order.item(int(raw.get("order_item_id") or 0))
         if item is None:
             continue
-        amounts = {key: _number(raw, key, _twin(key)) for key in _ITEM_REFUNDED}
+        amounts = {key: _number(raw, key, _twin(key)) for key, _ in _ITEM_REFUNDED}
         _register_item(item, float(raw.get("qty") or 0), amounts, now)
     _finish(
         order,
-        MemoTotals.of(document),
+        memo_amounts(document),
         online=online,
         notify=False,
         transaction_id=transaction_id,

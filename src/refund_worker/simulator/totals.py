@@ -38,8 +38,8 @@ MSG_NO_SHIPPING = "You can not refund shipping if there is no shipping amount."
 
 
 def r4(amount: float) -> float:
-    """The 4 decimals ``sales_*`` decimal(20,4) columns keep."""
-    return round(amount + 0.0, 4) + 0.0
+    """The 4 decimals ``sales_*`` decimal(20,4) columns keep (and never -0.0)."""
+    return (round(amount, 4) or 0.0) if amount else 0.0
 
 
 class DeltaRounder:
@@ -77,14 +77,17 @@ class DraftItem:
     base_discount_amount: float = 0.0
     discount_tax_compensation_amount: float = 0.0
     base_discount_tax_compensation_amount: float = 0.0
+    is_dummy: bool = field(init=False)
+    last: bool = field(init=False)
 
-    @property
-    def is_dummy(self) -> bool:
-        return self.order_item.is_dummy
+    def __post_init__(self) -> None:
+        # Neither changes while the collectors run: worked out once.
+        self.is_dummy = self.order_item.is_dummy
+        self.last = abs(self.qty - self.order_item.qty_to_refund) < EPSILON
 
     def is_last(self) -> bool:
         """Creditmemo/Item::isLast: the whole quantity left to refund."""
-        return abs(self.qty - self.order_item.qty_to_refund) < EPSILON
+        return self.last
 
 
 @dataclass(slots=True)
@@ -161,7 +164,7 @@ class Draft:
         """Creditmemo::isLast: every non-dummy line takes its item's whole refundable rest."""
         if not self.items:
             return not any(item.qty_to_refund > 0 for item in order.items)
-        return all(line.is_last() for line in self.items if not line.is_dummy)
+        return all(line.last for line in self.items if not line.is_dummy)
 
 
 def collect(order: Order, draft: Draft) -> Draft:
@@ -179,12 +182,12 @@ def collect(order: Order, draft: Draft) -> Draft:
 def _subtotal(draft: Draft, rounder: DeltaRounder) -> None:
     for line in draft.items:
         item = line.order_item
-        if item.is_dummy:
+        if line.is_dummy:
             continue
         row = item.row_invoiced - item.amount_refunded
         base_row = item.base_row_invoiced - item.base_amount_refunded
         available = item.qty_invoiced - item.qty_refunded
-        if not line.is_last() and item.qty_invoiced > 0 and line.qty >= 0:
+        if not line.last and item.qty_invoiced > 0 and line.qty >= 0:
             if available > EPSILON:
                 row = rounder(row / available * line.qty)
                 base_row = rounder(base_row / available * line.qty, "base")
@@ -220,12 +223,12 @@ def _discount(order: Order, draft: Draft, rounder: DeltaRounder) -> None:
         base_total += base_shipping_discount
     for line in draft.items:
         item = line.order_item
-        if item.is_dummy or not item.discount_invoiced or not item.qty_invoiced:
+        if line.is_dummy or not item.discount_invoiced or not item.qty_invoiced:
             continue
         discount = item.discount_invoiced - item.discount_refunded
         base_discount = item.base_discount_invoiced - item.base_discount_refunded
         available = item.qty_invoiced - item.qty_refunded
-        if not line.is_last() and available > EPSILON:
+        if not line.last and available > EPSILON:
             discount = rounder(discount / available * line.qty, "regular", True)
             base_discount = rounder(base_discount / available * line.qty, "base", True)
         line.discount_amount, line.base_discount_amount = r4(discount), r4(base_discount)
@@ -267,7 +270,7 @@ def _tax(order: Order, draft: Draft, rounder: DeltaRounder) -> None:
     tax = base_tax = dtc = base_dtc = 0.0
     for line in draft.items:
         item = line.order_item
-        if item.is_dummy or line.qty <= 0 or not item.qty_invoiced:
+        if line.is_dummy or line.qty <= 0 or not item.qty_invoiced:
             continue
         item_tax = item.tax_invoiced - item.tax_refunded
         item_base_tax = item.base_tax_invoiced - item.base_tax_refunded
@@ -277,7 +280,7 @@ def _tax(order: Order, draft: Draft, rounder: DeltaRounder) -> None:
             - item.base_discount_tax_compensation_refunded
         )
         available = item.qty_invoiced - item.qty_refunded
-        if not line.is_last():
+        if not line.last:
             if available > EPSILON:
                 share = line.qty / available
             else:  # more than is left (refused later): the ordered tax per unit
