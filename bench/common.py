@@ -46,9 +46,9 @@ sys.path.insert(0, str(SRC))
 from refund_worker import celery_app as _celery_app  # noqa: E402
 from refund_worker.celery_app import QUEUE, create_app  # noqa: E402
 from refund_worker.db import Database, upgrade  # noqa: E402
+from refund_worker.publishing import CeleryPublisher  # noqa: E402
 from refund_worker.settings import Settings  # noqa: E402
 from refund_worker.simulator.testing import SimulatorProcess, simulator_process  # noqa: E402
-from refund_worker.tasks import CeleryPublisher  # noqa: E402
 
 console = Console(width=150)
 #: The emails' queue (the refunds queue in a snapshot from before they had their own).
@@ -522,7 +522,7 @@ def write_json(name: str, payload: dict[str, Any]) -> Path:
 def publish_tasks(
     the_stack: Stack, task: str, args: Sequence[tuple[Any, ...]], chunk: int = 1000
 ) -> None:
-    """One ``task`` message per argument tuple, pipelined like ``tasks._publish`` does."""
+    """One ``task`` message per argument tuple, pipelined like ``publishing.publish`` does."""
     app = create_app(the_stack.settings)
     with app.producer_or_acquire() as producer:
         for start in range(0, len(args), chunk):

@@ -6,7 +6,7 @@ breaking the database and making Magento commit-then-fail; then prove nothing wa
 Needs PostgreSQL on 127.0.0.1:5432 (a database of its own is created and dropped) and the
 ``redis-server`` binary (a private instance on a free port is started, restarted and stopped; the
 machine's Redis is never touched). Prints the table, writes ``bench/results/fault_run.json`` and
-exits 1 when any invariant is broken. See ``bench/faultlib.py`` for what each fault does.
+exits 1 when any invariant is broken. See ``refund_worker.testing.faults`` for what each fault does.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.faultlib import FaultConfig, run_fault_run  # noqa: E402
+from refund_worker.testing.faults import FaultConfig, run_fault_run  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "fault_run.json"
 

@@ -4,7 +4,7 @@
   ``httpx.Client`` on ``LeanTransport`` (how the client sent before) and urllib3's pool,
   ``--threads`` threads sharing one client, as in a worker; process CPU per call.
 * ``publish``: ``send_task`` per id in ``producer.batch()`` (the code before) against
-  ``tasks._publish`` (messages built once), into a Redis db of our own; CPU per message.
+  ``publishing.publish`` (messages built once), into a Redis db of our own; CPU per message.
 * ``claim``: an email's claim as it was (SELECT, then UPDATE under the version read, in a
   transaction) against ``NotificationService``'s one-statement claim on an autocommit
   connection, on a private PostgreSQL database; client CPU per claim, rounds interleaved.
@@ -88,7 +88,7 @@ def http(args: argparse.Namespace) -> list[dict[str, Any]]:
 
 
 def publish(args: argparse.Namespace) -> list[dict[str, Any]]:
-    from refund_worker import tasks
+    from refund_worker import publishing
     from refund_worker.celery_app import PROCESS_TASK, QUEUE, create_app
     from refund_worker.settings import Settings
 
@@ -102,7 +102,7 @@ def publish(args: argparse.Namespace) -> list[dict[str, Any]]:
                 app.send_task(PROCESS_TASK, (refund_id,), producer=producer, queue=QUEUE)
 
     def prebuilt(ids: list[str]) -> None:
-        tasks._publish(app, PROCESS_TASK, ids)
+        publishing.publish(app, PROCESS_TASK, ids)
 
     rows = []
     for name, send in (("send_task per id", send_task_each), ("tasks._publish", prebuilt)):
@@ -124,7 +124,7 @@ def claim(args: argparse.Namespace) -> list[dict[str, Any]]:
 
     from sqlalchemy import select, text, update
 
-    from refund_worker import notifications
+    from refund_worker import store
     from refund_worker.db import Database
     from refund_worker.intake import enqueue_refund
     from refund_worker.models import Refund, utcnow
@@ -170,7 +170,7 @@ def claim(args: argparse.Namespace) -> list[dict[str, Any]]:
         def now_() -> None:
             now = utcnow()
             with database.statement_scope() as connection:
-                row = connection.execute(notifications._CLAIM, {
+                row = connection.execute(store._EMAIL_CLAIM, {
                     "p_refund_id": rid, "p_now": now, "p_due": now + timedelta(seconds=1),
                     "p_until": now + timedelta(seconds=60)}).first()  # fmt: skip
                 assert row is not None

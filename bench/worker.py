@@ -23,8 +23,8 @@ from typing import Any, cast
 import patches
 from sqlalchemy import Table, bindparam, update
 
-from refund_worker import tasks
-from refund_worker.celery_app import NOTIFY_QUEUE, QUEUE, app
+from refund_worker import publishing
+from refund_worker.celery_app import NOTIFY_QUEUE, QUEUE, TASK_QUEUES, app
 from refund_worker.models import Refund
 from refund_worker.runtime import get_runtime
 
@@ -39,10 +39,10 @@ FLOOR_BODY = {
     "isOnline": True,
     "comment": {"comment": "bench floor", "is_visible_on_front": 0},
 }
-tasks.TASK_QUEUES.setdefault(FLOOR_REFUND_TASK, QUEUE)
-tasks.TASK_QUEUES.setdefault(FLOOR_EMAIL_TASK, NOTIFY_QUEUE)
-tasks.TASK_QUEUES.setdefault(FLOOR_DURABLE_TASK, QUEUE)
-tasks.TASK_QUEUES.setdefault(FLOOR_DURABLE_EMAIL_TASK, NOTIFY_QUEUE)
+TASK_QUEUES.setdefault(FLOOR_REFUND_TASK, QUEUE)
+TASK_QUEUES.setdefault(FLOOR_EMAIL_TASK, NOTIFY_QUEUE)
+TASK_QUEUES.setdefault(FLOOR_DURABLE_TASK, QUEUE)
+TASK_QUEUES.setdefault(FLOOR_DURABLE_EMAIL_TASK, NOTIFY_QUEUE)
 
 # The durable floor's four writes: one autocommit statement each, by primary key.
 _refunds = cast(Table, Refund.__table__)
@@ -76,7 +76,7 @@ def noop() -> None:
 def floor_refund(ids: str) -> None:
     """A refund's share that no code of ours can avoid: ``ids`` is ``mode:order:invoice``. In
     ``http`` mode GET order, GET invoice and POST the invoice refund; then publish the email,
-    as ``refunds.process`` does (``tasks._publish``). No database, no routing, no records."""
+    as ``refunds.process`` does (``publishing.publish``). No database, no routing, no records."""
     mode, order_id, invoice_id = ids.split(":")
     creditmemo_id = "0"
     if mode == "http":
@@ -84,7 +84,7 @@ def floor_refund(ids: str) -> None:
         client.get_order(int(order_id))
         client.get_invoice(int(invoice_id))
         creditmemo_id = str(client.refund_invoice(int(invoice_id), FLOOR_BODY))
-    tasks._publish(app, FLOOR_EMAIL_TASK, [f"{mode}:{creditmemo_id}"])
+    publishing.publish(app, FLOOR_EMAIL_TASK, [f"{mode}:{creditmemo_id}"])
 
 
 @app.task(name=FLOOR_EMAIL_TASK, ignore_result=True, acks_late=True)
@@ -109,7 +109,7 @@ def floor_durable(refund_id: str) -> None:
     memo = runtime.client.refund_invoice(invoice_id, FLOOR_BODY)
     with runtime.database.statement_scope() as connection:
         connection.execute(_SUCCEEDED, {**params, "memo": memo})
-    tasks._publish(app, FLOOR_DURABLE_EMAIL_TASK, [refund_id])
+    publishing.publish(app, FLOOR_DURABLE_EMAIL_TASK, [refund_id])
 
 
 @app.task(name=FLOOR_DURABLE_EMAIL_TASK, ignore_result=True, acks_late=True)

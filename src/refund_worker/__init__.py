@@ -11,10 +11,12 @@ after the row is committed. Settings come from ``REFUND_WORKER_*`` variables (se
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from refund_worker.db import Database
     from refund_worker.intake import IntakeRejection
     from refund_worker.schemas import RefundReceipt, RefundRequest
 
@@ -23,38 +25,53 @@ __all__ = ["enqueue_refund", "enqueue_refunds"]
 
 
 def enqueue_refund(
-    request: RefundRequest | Mapping[str, Any] | str | bytes, *, created_by: str | None = None
+    request: RefundRequest | Mapping[str, Any] | str | bytes,
+    *,
+    tenant: str = "default",
+    created_by: str | None = None,
 ) -> RefundReceipt:
-    """Accept one refund request (model, mapping or JSON); returns its receipt.
+    """Accept one refund request (model, mapping or JSON) for ``tenant``; returns its receipt.
 
     Raises ``InvalidRefund`` (naming each bad field) or ``IdempotencyConflict``.
     """
     from refund_worker import intake
-    from refund_worker.db import database_for
-    from refund_worker.settings import get_settings
-    from refund_worker.tasks import CeleryPublisher
+    from refund_worker.publishing import CeleryPublisher
 
-    database = database_for(get_settings().database_url)
-    database.prepare()
     return intake.enqueue_refund(
-        request, database=database, publisher=CeleryPublisher(), created_by=created_by
+        request,
+        database=_database(),
+        publisher=CeleryPublisher(),
+        tenant=tenant,
+        created_by=created_by,
     )
 
 
 def enqueue_refunds(
-    requests: Iterable[RefundRequest | Mapping[str, Any]], *, created_by: str | None = None
+    requests: Iterable[RefundRequest | Mapping[str, Any]],
+    *,
+    tenant: str = "default",
+    created_by: str | None = None,
 ) -> list[RefundReceipt | IntakeRejection]:
-    """Accept many requests in batches; one receipt or rejection per request, in order."""
+    """Accept many requests of ``tenant`` in batches; one receipt or rejection per request, in
+    order."""
     from refund_worker import intake
-    from refund_worker.db import database_for
-    from refund_worker.settings import get_settings
-    from refund_worker.tasks import CeleryPublisher
+    from refund_worker.publishing import CeleryPublisher
 
-    database = database_for(get_settings().database_url)
-    database.prepare()
     return intake.enqueue_refunds(
         (intake.validate_request(request) for request in requests),
-        database=database,
+        database=_database(),
         publisher=CeleryPublisher(),
+        tenant=tenant,
         created_by=created_by,
     )
+
+
+@functools.cache
+def _database() -> Database:
+    """The settings' database, its schema checked once per process (not once per call)."""
+    from refund_worker.db import database_for
+    from refund_worker.settings import get_settings
+
+    database = database_for(get_settings().database_dsn)
+    database.prepare()
+    return database

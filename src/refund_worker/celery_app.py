@@ -25,7 +25,7 @@ import sys
 from typing import Any
 
 from celery import Celery
-from celery.signals import celeryd_after_setup, worker_init, worker_process_init
+from celery.signals import beat_init, celeryd_after_setup, worker_init, worker_process_init
 
 from refund_worker import broker_fixes
 from refund_worker.errors import ConfigurationError
@@ -39,7 +39,7 @@ SWEEP_QUEUE = "refunds.sweep"
 PROCESS_TASK = "refunds.process"
 NOTIFY_TASK = "refunds.notify"
 SWEEP_TASK = "refunds.sweep"
-#: Each task's queue: ``task_routes`` for ``send_task``, and ``tasks._publish``'s own messages.
+#: Each task's queue: ``task_routes`` for ``send_task``, and ``publishing.publish``'s own messages.
 TASK_QUEUES = {PROCESS_TASK: QUEUE, NOTIFY_TASK: NOTIFY_QUEUE, SWEEP_TASK: SWEEP_QUEUE}
 #: Queues every worker consumes on top of its ``-Q``.
 ALWAYS_CONSUMED = (NOTIFY_QUEUE, SWEEP_QUEUE)
@@ -49,7 +49,7 @@ def configure(app: Celery, settings: Settings) -> None:
     """Apply every setting derived from ``settings`` to ``app``."""
     transport_options = {"visibility_timeout": settings.visibility_timeout}
     app.conf.update(
-        broker_url=settings.broker_url,
+        broker_url=settings.broker_dsn,
         broker_transport_options=transport_options,
         result_backend_transport_options=transport_options,
         broker_connection_retry_on_startup=True,
@@ -117,9 +117,32 @@ def _check_at_start(sender: Any = None, **_: Any) -> None:
         check_visibility_timeout(app, runtime.settings)
         runtime.check_ready()
     except (ConfigurationError, RuntimeError) as exc:
-        # Celery logs and swallows exceptions from signal handlers; SystemExit stops the worker.
-        print(f"refund-worker: cannot start: {exc}", file=sys.stderr)
-        raise SystemExit(2) from exc
+        _refuse_to_start(exc)
+
+
+@beat_init.connect
+def _check_beat_at_start(**_: Any) -> None:
+    """Beat schedules the sweeper; it refuses to start on settings or a database that cannot
+    work, like the worker."""
+    from refund_worker.db import Database
+
+    try:
+        settings = get_settings()
+        check_visibility_timeout(app, settings)
+        database = Database.from_url(settings.database_dsn, pool_size=1)
+        try:
+            database.prepare()
+        finally:
+            database.dispose()
+    except (ConfigurationError, RuntimeError) as exc:
+        _refuse_to_start(exc)
+
+
+def _refuse_to_start(exc: Exception) -> None:
+    """One line on stderr, exit code 2. Celery logs and swallows exceptions from signal
+    handlers, so this raises ``SystemExit``, which stops the process."""
+    print(f"refund-worker: cannot start: {exc}", file=sys.stderr)
+    raise SystemExit(2) from exc
 
 
 @celeryd_after_setup.connect

@@ -32,7 +32,15 @@ F = TypeVar("F", bound=Callable[..., Any])
 #: Refunds re-queued per transaction by ``replay``.
 REPLAY_BATCH = 100
 DEFAULT_LIST_LIMIT = 50
-STATUSES = ("received", "queued", "processing", "retrying", "succeeded", "failed")
+STATUSES = (
+    "received",
+    "queued",
+    "processing",
+    "retrying",
+    "succeeded",
+    "failed",
+    "needs_attention",
+)
 SERVICES = ("invoice", "order", "creditmemo", "record_only", "auto")
 
 #: Flower's tasks page shows each task's arguments (the refund id) and its exception.
@@ -54,7 +62,7 @@ def _settings() -> Any:
 def _database() -> Any:
     from refund_worker.db import database_for
 
-    database = database_for(_settings().database_url)
+    database = database_for(_settings().database_dsn)
     database.prepare()
     return database
 
@@ -62,7 +70,7 @@ def _database() -> Any:
 def _publisher() -> Any:
     """A publisher on a Celery app built from the current settings."""
     from refund_worker.celery_app import create_app
-    from refund_worker.tasks import CeleryPublisher
+    from refund_worker.publishing import CeleryPublisher
 
     return CeleryPublisher(create_app(_settings()))
 
@@ -179,10 +187,14 @@ def read_requests(stream: IO[str]) -> Iterator[tuple[int, str]]:
             yield number, line
 
 
+_TENANT_HELP = "The producer the refunds belong to (idempotency keys are unique per tenant)."
+
+
 @main.command()
 @click.argument("source", type=click.File("r"), default="-")
+@click.option("--tenant", default="default", show_default=True, help=_TENANT_HELP)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object per line.")
-def enqueue(source: IO[str], as_json: bool) -> None:
+def enqueue(source: IO[str], tenant: str, as_json: bool) -> None:
     """Enqueue refunds from FILE (or - for stdin): one JSON object or JSON Lines.
 
     Each bad line is reported with its number and the rest still go in; the exit code is 1
@@ -190,6 +202,10 @@ def enqueue(source: IO[str], as_json: bool) -> None:
     """
     from refund_worker import intake
 
+    try:
+        intake.check_tenant(tenant)
+    except RefundWorkerError as exc:
+        raise click.BadParameter(str(exc), param_hint="--tenant") from None
     database = _database()
     refused = received = 0
     accepted: list[tuple[int, Any]] = []
@@ -207,7 +223,13 @@ def enqueue(source: IO[str], as_json: bool) -> None:
                 yield request
                 progress.advance(task)
 
-        results = intake.enqueue_refunds(requests(), database=database, publisher=_publisher())
+        results = intake.enqueue_refunds(
+            requests(),
+            database=database,
+            publisher=_publisher(),
+            tenant=tenant,
+            created_by=_default_actor(),
+        )
     for (number, _), result in zip(accepted, results, strict=True):
         if isinstance(result, intake.IntakeRejection):
             refused += 1
@@ -241,17 +263,26 @@ def _report_line(
 
 
 @main.command()
-@click.argument("id_or_key")
+@click.argument("refund_id", required=False)
+@click.option("--key", "idempotency_key", metavar="KEY", help="Find it by idempotency key instead.")
+@click.option("--tenant", help="The tenant whose key it is (when several used the same key).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-def status(id_or_key: str, as_json: bool) -> None:
-    """Show one refund (by id or idempotency key) with its Magento calls and events."""
+def status(
+    refund_id: str | None, idempotency_key: str | None, tenant: str | None, as_json: bool
+) -> None:
+    """Show one refund (by id, or ``--key KEY``) with its Magento calls and events."""
     from refund_worker.queries import refund_events, refund_view
 
+    if (refund_id is None) == (idempotency_key is None):
+        raise click.UsageError("give a refund id, or --key KEY; one of the two")
     with _database().session_scope() as session:
-        view = refund_view(session, id_or_key)
+        if idempotency_key is not None:
+            refund_id = _one_refund_by_key(session, idempotency_key, tenant)
+        assert refund_id is not None
+        view = refund_view(session, refund_id)
         events = refund_events(session, view.id) if view is not None else []
     if view is None:
-        err_console.print(f"no refund with id or idempotency key {id_or_key!r}", markup=False)
+        err_console.print(f"no refund with id {refund_id!r}", markup=False)
         sys.exit(2)
     if as_json:
         document = view.model_dump(mode="json")
@@ -281,6 +312,26 @@ def status(id_or_key: str, as_json: bool) -> None:
         console.print(history)
 
 
+def _one_refund_by_key(session: Any, idempotency_key: str, tenant: str | None) -> str:
+    """The id of the refund stored under ``idempotency_key`` (in ``tenant``); exits 2 when
+    there is none, and asks for ``--tenant`` when several tenants used the key."""
+    from refund_worker.queries import refunds_by_key
+
+    rows = refunds_by_key(session, idempotency_key, tenant=tenant)
+    if not rows:
+        where = f" in tenant {tenant!r}" if tenant else ""
+        err_console.print(
+            f"no refund with idempotency key {idempotency_key!r}{where}", markup=False
+        )
+        sys.exit(2)
+    if len(rows) > 1:
+        tenants = ", ".join(row.tenant for row in rows)
+        raise click.UsageError(
+            f"tenants {tenants} each have a refund under key {idempotency_key!r}: add --tenant"
+        )
+    return str(rows[0].id)
+
+
 def _moment(ctx: click.Context, param: click.Parameter, value: str | None) -> datetime | None:
     """``2h``/``3d`` ago, an ISO date (midnight UTC) or an ISO date-time (UTC unless offset)."""
     from refund_worker.queries import parse_moment
@@ -298,9 +349,13 @@ def _duration(ctx: click.Context, param: click.Parameter, value: str) -> timedel
     from refund_worker.queries import parse_duration
 
     try:
-        return parse_duration(value)
+        duration = parse_duration(value)
+        _now() - duration  # the window must start after the year 1
+    except OverflowError:
+        raise click.BadParameter(f"{value!r} is out of range", ctx, param) from None
     except ValueError as exc:
         raise click.BadParameter(str(exc), ctx, param) from None
+    return duration
 
 
 def _filter_options(statuses: Sequence[str], limit: int | None) -> Callable[[F], F]:
@@ -335,6 +390,8 @@ def _filter_options(statuses: Sequence[str], limit: int | None) -> Callable[[F],
 
 @main.command("list")
 @_filter_options(STATUSES, DEFAULT_LIST_LIMIT)
+@click.option("--tenant", help="Only this tenant's refunds.")
+@click.option("--key", "idempotency_key", metavar="KEY", help="Only refunds with this key.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list.")
 def list_command(
     status: str | None,
@@ -344,12 +401,16 @@ def list_command(
     since: datetime | None,
     until: datetime | None,
     limit: int,
+    tenant: str | None,
+    idempotency_key: str | None,
     as_json: bool,
 ) -> None:
     """List refunds, newest first (``list --status failed --since 1d``)."""
     from refund_worker.queries import RefundFilter, list_refunds
 
     refund_filter = RefundFilter(
+        tenant=tenant,
+        keys=(idempotency_key,) if idempotency_key else (),
         status=status,
         order_id=order_id,
         service=service,
@@ -370,6 +431,7 @@ def list_command(
     table = Table(
         Column("created", no_wrap=True),
         _id_column(),
+        Column("tenant", overflow="fold"),
         Column("idempotency key", overflow="fold"),
         Column("order", no_wrap=True),
         Column("service", no_wrap=True),
@@ -382,12 +444,13 @@ def list_command(
         table.add_row(
             age((now - view.created_at).total_seconds()) + " ago",
             view.id,
+            view.tenant,
             view.idempotency_key,
             str(view.order_id),
             view.service or view.service_requested,
             _status_markup(view.status.value),
             str(view.attempts),
-            view.last_error or "",
+            view.attention or view.last_error or "",
         )
     console.print(table)
     if limit and len(views) == limit:
@@ -395,7 +458,12 @@ def list_command(
 
 
 def _status_markup(value: str) -> str:
-    colour = {"succeeded": "green", "failed": "red", "retrying": "yellow"}.get(value)
+    colour = {
+        "succeeded": "green",
+        "failed": "red",
+        "needs_attention": "bold magenta",
+        "retrying": "yellow",
+    }.get(value)
     return f"[{colour}]{value}[/{colour}]" if colour else value
 
 
@@ -499,7 +567,9 @@ class _SafePublisher:
 
 @main.command()
 @click.argument("ids", nargs=-1)
-@_filter_options(("failed", "not_sent"), None)
+@_filter_options(("failed", "needs_attention", "not_sent"), None)
+@click.option("--key", "keys", metavar="KEY", multiple=True, help="A refund by idempotency key.")
+@click.option("--tenant", help="Only this tenant's refunds (needed when tenants share a --key).")
 @click.option("--reason", help="Why (required; kept in each refund's events).")
 @click.option(
     "--notifications",
@@ -519,6 +589,8 @@ def replay(
     since: datetime | None,
     until: datetime | None,
     limit: int | None,
+    keys: tuple[str, ...],
+    tenant: str | None,
     reason: str | None,
     notifications: bool,
     dry_run: bool,
@@ -526,8 +598,8 @@ def replay(
     actor: str,
     as_json: bool,
 ) -> None:
-    """Re-run failed refunds under the same idempotency key: ``replay ID...`` or
-    ``replay --status failed [filters]``.
+    """Re-run failed refunds under the same idempotency key: ``replay ID...``, ``replay --key
+    KEY...`` or ``replay --status failed [filters]``.
 
     Each replayed refund is marked in doubt, so the worker first looks in Magento for a credit
     memo carrying its marker and never refunds twice. Succeeded and in-flight refunds are
@@ -539,11 +611,12 @@ def replay(
     from refund_worker.replay import check_reason, plan_replay
 
     filtered = any(v is not None for v in (status, order_id, service, error, since, until, limit))
-    if ids and filtered:
-        raise click.UsageError("name refunds by id, or select them with filters; not both")
-    if not ids and status is None:
+    named = bool(ids or keys)
+    if named and filtered:
+        raise click.UsageError("name refunds by id or --key, or select them with filters; not both")
+    if not named and status is None:
         raise click.UsageError(
-            "name refunds by id or idempotency key, or select them with --status failed [filters]"
+            "name refunds by id or --key KEY, or select them with --status failed [filters]"
         )
     if status == "not_sent" and not notifications:
         raise click.UsageError("--status not_sent is a notification status: add --notifications")
@@ -554,6 +627,8 @@ def replay(
             raise click.BadParameter(str(exc), param_hint="--reason") from None
     refund_filter = RefundFilter(
         ids=ids,
+        keys=keys,
+        tenant=tenant,
         status=status if not notifications else None,
         notification_status=status if notifications else None,
         order_id=order_id,
@@ -567,6 +642,12 @@ def replay(
     database = _database()
     with database.session_scope() as session:
         plan = plan_replay(session, refund_filter, notifications=notifications)
+    shared = _keys_of_several_tenants(plan) if keys and tenant is None else {}
+    if shared:
+        raise click.UsageError(
+            "; ".join(f"tenants {', '.join(t)} each have key {k!r}" for k, t in shared.items())
+            + ": add --tenant"
+        )
     refused = {c.refund_id: c.refused or "" for c in plan.refused}
     refused.update(dict.fromkeys(plan.missing, "no such refund"))
     what = "emails" if notifications else "refunds"
@@ -615,6 +696,13 @@ def replay(
                 "queued in the database and the sweeper (beat) publishes them[/yellow]"
             )
     sys.exit(1 if refused or unpublished else 0)
+
+
+def _keys_of_several_tenants(plan: Any) -> dict[str, list[str]]:
+    tenants: dict[str, set[str]] = {}
+    for candidate in [*plan.ready, *plan.refused]:
+        tenants.setdefault(candidate.idempotency_key, set()).add(candidate.tenant)
+    return {key: sorted(names) for key, names in tenants.items() if len(names) > 1}
 
 
 def _run_replay(
@@ -708,7 +796,7 @@ def db_upgrade(revision: str, as_json: bool) -> None:
     """Apply migrations up to REVISION."""
     from refund_worker.db import make_engine, schema_revisions, upgrade
 
-    engine = make_engine(_settings().database_url)
+    engine = make_engine(_settings().database_dsn)
     try:
         upgrade(engine, revision)
         current, head = schema_revisions(engine)
@@ -718,6 +806,39 @@ def db_upgrade(revision: str, as_json: bool) -> None:
         _print_json({"revision": current, "head": head})
     else:
         console.print(f"database schema at revision {current}")
+
+
+@main.command()
+@click.argument("what", nargs=-1, type=click.Choice(["database", "broker"]))
+def check(what: tuple[str, ...]) -> None:
+    """Check that the database (reachable, schema up to date) and the broker answer; exit 2 with
+    one line naming the setting when one does not (compose's health checks run this)."""
+    from refund_worker.db import Database
+
+    settings = _settings()
+    for name in what or ("database", "broker"):
+        if name == "database":
+            database = Database.from_url(settings.database_dsn, pool_size=1)
+            try:
+                database.prepare()
+            finally:
+                database.dispose()
+        else:
+            _check_broker(settings)
+        console.print(f"{name}: ok")
+
+
+def _check_broker(settings: Any) -> None:
+    from refund_worker.celery_app import create_app
+
+    app = create_app(settings)
+    try:
+        with app.connection_for_write() as connection:
+            connection.ensure_connection(max_retries=1, timeout=5)
+    except Exception as exc:  # the type only: a broker error's text can carry its password
+        raise ConfigurationError(
+            f"cannot reach the broker of REFUND_WORKER_BROKER_URL: {type(exc).__name__}"
+        ) from None
 
 
 # -- processes -------------------------------------------------------------------------------
@@ -795,7 +916,8 @@ def beat(ctx: click.Context) -> None:
 
 def flower_argv(args: Sequence[str]) -> list[str]:
     """Flower's options as Flower parses them: ``--port 5555`` becomes ``--port=5555``; the tasks
-    page shows ``FLOWER_TASK_COLUMNS`` unless ``--tasks_columns`` is given.
+    page shows ``FLOWER_TASK_COLUMNS`` unless ``--tasks_columns`` is given, and Flower listens
+    on 127.0.0.1 unless ``--address`` says otherwise.
 
     Flower takes no positional arguments, so a bare word after ``--name`` is its value.
     Refuses ``--basic_auth`` on the command line: every user of the machine can read argv.
@@ -821,6 +943,8 @@ def flower_argv(args: Sequence[str]) -> list[str]:
         index += 1
     if "tasks_columns" not in names:
         argv.append(f"--tasks_columns={FLOWER_TASK_COLUMNS}")
+    if "address" not in names:
+        argv.append("--address=127.0.0.1")  # like the API: loopback unless told otherwise
     return argv
 
 
@@ -909,7 +1033,7 @@ def run() -> None:
     try:
         main(standalone_mode=True)
     except ConfigurationError as exc:
-        err_console.print(f"configuration error: {exc}", markup=False)
+        err_console.print(f"configuration error: {exc}", markup=False, soft_wrap=True)
         sys.exit(2)
 
 

@@ -54,6 +54,8 @@ def make_engine(database_url: str, **kwargs: Any) -> Engine:
 
         return engine
     kwargs.setdefault("pool_pre_ping", False)
+    # A host that never answers fails the connection in 10 s instead of hanging it.
+    kwargs.setdefault("connect_args", {"connect_timeout": 10})
     kwargs.setdefault("pool_recycle", 1800)
     kwargs.setdefault("pool_size", 10)
     kwargs.setdefault("max_overflow", 20)
@@ -131,20 +133,43 @@ class Database:
         return self.engine.dialect.name == "sqlite"
 
     def prepare(self) -> None:
-        """Make the schema usable: upgrade SQLite in place; refuse an out-of-date PostgreSQL."""
-        if self.is_sqlite:
-            upgrade(self.engine)
-            return
-        current, head = schema_revisions(self.engine)
+        """Make the schema usable: upgrade SQLite in place; refuse an out-of-date PostgreSQL.
+
+        Every failure is one ``ConfigurationError`` naming ``REFUND_WORKER_DATABASE_URL`` and
+        where it points (never its password): an unreachable server, a refused login, a missing
+        database, a schema that is not the code's.
+        """
+        try:
+            if self.is_sqlite:
+                upgrade(self.engine)
+                return
+            current, head = schema_revisions(self.engine)
+        except (DBAPIError, OSError) as exc:
+            raise ConfigurationError(
+                f"cannot use the database of REFUND_WORKER_DATABASE_URL ({self.where}): "
+                f"{_first_line(exc)}"
+            ) from None
         if current != head:
             raise ConfigurationError(
-                f"the database schema is at {current or 'nothing'}, the code needs {head}: "
-                "run `refund-worker db upgrade`"
+                f"the database of REFUND_WORKER_DATABASE_URL ({self.where}) has schema "
+                f"{current or 'none'}, the code needs {head}: run `refund-worker db upgrade`"
             )
+
+    @property
+    def where(self) -> str:
+        """The database URL without its password, to show to people."""
+        return self.engine.url.render_as_string(hide_password=True)
 
     def dispose(self) -> None:
         """Close every pooled connection (after fork, and at shutdown)."""
         self.engine.dispose()
+
+
+def _first_line(exc: BaseException) -> str:
+    """``Type: first line`` of a driver's error (psycopg's name the host, never a password)."""
+    orig = exc.orig if isinstance(exc, DBAPIError) and exc.orig is not None else exc
+    text = str(orig).strip().splitlines()
+    return f"{type(orig).__name__}: {text[0][:300]}" if text else type(orig).__name__
 
 
 def alembic_config(engine: Engine | None = None) -> Config:

@@ -21,13 +21,13 @@ from rich.table import Table
 
 from refund_worker import intake
 from refund_worker.celery_app import ALWAYS_CONSUMED, QUEUE, app, configure
+from refund_worker.publishing import CeleryPublisher
 from refund_worker.queries import refund_view
 from refund_worker.runtime import Runtime, set_runtime
 from refund_worker.schemas import SETTLED_STATUSES, RefundReceipt, RefundView
 from refund_worker.settings import Settings
 from refund_worker.simulator import SimulatorState
 from refund_worker.simulator.testing import running_simulator
-from refund_worker.tasks import CeleryPublisher
 
 DEMO_TOKEN = "demo-integration-token"
 #: Seconds the whole demo may take before it reports what is still open.

@@ -4,11 +4,14 @@
 
     RefundWorkerError
     ├── ConfigurationError              bad or missing settings, found at start-up
+    ├── AttentionRequired               Magento shows what only a person can settle (a credit
+    │                                   memo with our marker that does not fit): needs_attention
     ├── RetryableError                  worth trying again later, with backoff
     │   ├── MagentoUnavailable          unreachable, timeout, dropped connection, 5xx
     │   │                               (``outcome_unknown`` when Magento may have committed)
     │   ├── MagentoRateLimited          429 from Magento, or our own shared limit; ``retry_after``
-    │   └── DatabaseUnavailable         the database is briefly out of reach
+    │   ├── DatabaseUnavailable         the database is briefly out of reach
+    │   └── BrokerUnavailable           the broker refused messages of committed rows
     └── PermanentError                  never retried; stored; replayable once a person fixes it
         ├── InvalidRefund               the request cannot be processed as given
         ├── IdempotencyConflict         same idempotency key, different payload
@@ -54,6 +57,12 @@ class ConfigurationError(RefundWorkerError):
     """Raised at start-up when a setting is missing, a placeholder, or contradicts another."""
 
 
+class AttentionRequired(RefundWorkerError):
+    """Raised when Magento shows what only a person can settle: a credit memo carrying the
+    refund's marker that does not fit it, several of them, or one that already backs another
+    refund. The refund is set ``needs_attention``: never a success, never refunded again."""
+
+
 class RetryableError(RefundWorkerError):
     """Raised when the same attempt may succeed later; the caller backs off and retries."""
 
@@ -82,6 +91,11 @@ class MagentoRateLimited(RetryableError):
 
 class DatabaseUnavailable(RetryableError):
     """Raised when the database cannot be reached for a moment (connection refused or dropped)."""
+
+
+class BrokerUnavailable(RetryableError):
+    """Raised when the broker refuses messages whose rows are committed: nothing is lost, the
+    sweeper publishes them."""
 
 
 class PermanentError(RefundWorkerError):

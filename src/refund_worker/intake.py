@@ -1,7 +1,9 @@
 """The one way in: validate, store under the idempotency key, publish after commit.
 
 Idempotency follows Stripe's rule: the same key with the same payload returns the refund that
-already exists; the same key with a different payload is refused as a conflict. Rows are
+already exists; the same key with a different payload is refused as a conflict. Keys are per
+tenant (each producer's API key, or ``default``): two tenants may both use ``RMA-1`` and get two
+refunds, and neither learns of the other's. Rows are
 committed before any task is published; a crash in between leaves them ``received``, and the
 sweeper publishes them.
 """
@@ -16,14 +18,23 @@ from dataclasses import dataclass
 from typing import Any, Protocol, cast
 
 from pydantic import ValidationError
-from sqlalchemy import ARRAY, String, Table, any_, bindparam, insert, select, update
+from sqlalchemy import ARRAY, String, Table, any_, bindparam, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from refund_worker.db import Database
 from refund_worker.errors import IdempotencyConflict, InvalidRefund, RefundWorkerError
+from refund_worker.markers import new_marker_token
 from refund_worker.models import Refund, utcnow
-from refund_worker.schemas import NotificationStatus, RefundReceipt, RefundRequest, RefundStatus
+from refund_worker.schemas import (
+    DEFAULT_TENANT,
+    TENANT_PATTERN,
+    NotificationStatus,
+    RefundReceipt,
+    RefundRequest,
+    RefundStatus,
+    load_json,
+)
 
 #: Requests per batch: one insert, one lookup, one pipelined publish and one update each.
 #: (``python bench/intake.py``: 2,000 gave 8-10% more than 500; SQLite's statements stay under
@@ -63,9 +74,16 @@ def validate_request(data: RefundRequest | Mapping[str, Any] | str | bytes) -> R
                 f"request: {size} bytes is larger than the {MAX_REQUEST_BYTES} bytes (1 MiB) "
                 "a refund request may have"
             )
+    if isinstance(data, str | bytes):
+        try:
+            data = load_json(data, constants=True)  # NaN: refused by its field's name
+        except RecursionError:
+            raise InvalidRefund("request: malformed JSON: nested too deeply") from None
+        except ValueError as exc:  # JSONDecodeError, bad UTF-8, NaN, a key twice
+            raise InvalidRefund(f"request: malformed JSON: {exc}") from None
+        if not isinstance(data, dict):
+            raise InvalidRefund("request: must be a JSON object: one refund request")
     try:
-        if isinstance(data, str | bytes):
-            return RefundRequest.model_validate_json(data)
         return RefundRequest.model_validate(data)
     except ValidationError as exc:
         raise InvalidRefund(describe_validation_error(exc)) from None
@@ -76,11 +94,7 @@ def describe_validation_error(exc: ValidationError) -> str:
     parts = []
     for error in exc.errors(include_url=False):
         location = ".".join(_field_name(part) for part in error["loc"]) or "request"
-        message = error["msg"]
-        if error["type"] == "json_invalid":
-            location = "request"
-            message = f"malformed JSON: {error.get('ctx', {}).get('error', message)}"
-        parts.append(f"{location}: {message}")
+        parts.append(f"{location}: {error['msg']}")
     return "; ".join(parts)
 
 
@@ -98,12 +112,14 @@ def enqueue_refund(
     *,
     database: Database,
     publisher: Publisher,
+    tenant: str = DEFAULT_TENANT,
     created_by: str | None = None,
 ) -> RefundReceipt:
-    """Accept one refund request; raises ``InvalidRefund`` or ``IdempotencyConflict``."""
+    """Accept one refund request for ``tenant``; raises ``InvalidRefund`` or
+    ``IdempotencyConflict``."""
     request = validate_request(data)
     result = enqueue_refunds(
-        [request], database=database, publisher=publisher, created_by=created_by
+        [request], database=database, publisher=publisher, tenant=tenant, created_by=created_by
     )[0]
     if isinstance(result, IntakeRejection):
         raise result.error
@@ -115,21 +131,39 @@ def enqueue_refunds(
     *,
     database: Database,
     publisher: Publisher,
+    tenant: str = DEFAULT_TENANT,
     created_by: str | None = None,
 ) -> list[RefundReceipt | IntakeRejection]:
-    """Accept many validated requests in batches: one result per request, in order."""
+    """Accept many validated requests of one tenant in batches: one result per request, in
+    order."""
+    owner = _Owner(check_tenant(tenant), created_by)
     results: list[RefundReceipt | IntakeRejection] = []
     batch: list[RefundRequest] = []
     offset = 0
     for request in requests:
         batch.append(request)
         if len(batch) == BATCH_SIZE:
-            results.extend(_enqueue_batch(batch, offset, database, publisher, created_by))
+            results.extend(_enqueue_batch(batch, offset, database, publisher, owner))
             offset += len(batch)
             batch = []
     if batch:
-        results.extend(_enqueue_batch(batch, offset, database, publisher, created_by))
+        results.extend(_enqueue_batch(batch, offset, database, publisher, owner))
     return results
+
+
+@dataclass(frozen=True)
+class _Owner:
+    tenant: str
+    created_by: str | None
+
+
+def check_tenant(tenant: str) -> str:
+    """``tenant`` if it is a valid tenant name (as API key names are), else ``InvalidRefund``."""
+    if not isinstance(tenant, str) or not TENANT_PATTERN.fullmatch(tenant):
+        raise InvalidRefund(
+            f"tenant: {tenant!r} is not a tenant name (1-64 of A-Z a-z 0-9 _ . -)"
+        )
+    return tenant
 
 
 def _enqueue_batch(
@@ -137,7 +171,7 @@ def _enqueue_batch(
     offset: int,
     database: Database,
     publisher: Publisher,
-    created_by: str | None,
+    owner: _Owner,
 ) -> list[RefundReceipt | IntakeRejection]:
     now = utcnow()
     hashes = [request.payload_hash() for request in batch]
@@ -147,13 +181,13 @@ def _enqueue_batch(
         if request.idempotency_key in first_by_key:
             continue
         first_by_key[request.idempotency_key] = position
-        rows.append(_row(request, hashes[position], now, created_by))
+        rows.append(_row(request, hashes[position], now, owner))
 
     with database.session_scope() as session:
         if session.get_bind().dialect.name == "postgresql":
-            inserted, existing = _store_with_arrays(session, rows, list(first_by_key))
+            inserted, existing = _store_with_arrays(session, rows, owner.tenant, list(first_by_key))
         else:
-            inserted, existing = _store_with_orm(session, rows, list(first_by_key))
+            inserted, existing = _store_with_orm(session, rows, owner.tenant, list(first_by_key))
     new_ids = [row["id"] for row in rows if row["id"] in inserted]
     if new_ids:
         publisher.publish_refunds(new_ids)
@@ -205,7 +239,10 @@ _MARK_QUEUED = (
 )
 _LOOKUP_BY_KEYS = select(
     _refunds.c.idempotency_key, _refunds.c.id, _refunds.c.payload_hash, _refunds.c.status
-).where(_refunds.c.idempotency_key == any_(bindparam("keys", type_=ARRAY(String))))
+).where(
+    _refunds.c.tenant == bindparam("tenant"),
+    _refunds.c.idempotency_key == any_(bindparam("keys", type_=ARRAY(String))),
+)
 
 
 @functools.cache
@@ -224,37 +261,34 @@ def _array_insert_sql(columns: tuple[str, ...]) -> str:
     insert_into = f"INSERT INTO {_refunds.name} ({names}) SELECT {names} "
     return (
         f"{insert_into}FROM unnest({arrays}) AS batch({names}) "
-        "ON CONFLICT (idempotency_key) DO NOTHING RETURNING id"
+        "ON CONFLICT (tenant, idempotency_key) DO NOTHING RETURNING id"
     )
 
 
 def _store_with_arrays(
-    session: Session, rows: list[dict[str, Any]], keys: list[str]
+    session: Session, rows: list[dict[str, Any]], tenant: str, keys: list[str]
 ) -> tuple[set[str], _Stored]:
     """PostgreSQL: insert the rows whose key is new, then read back every key of the batch."""
     columns = tuple(rows[0])
     arrays = {name: [row[name] for row in rows] for name in columns}
     connection = session.connection()
     inserted = set(connection.exec_driver_sql(_array_insert_sql(columns), arrays).scalars())
-    return inserted, _lookup(connection.execute(_LOOKUP_BY_KEYS, {"keys": keys}))
+    lookup = connection.execute(_LOOKUP_BY_KEYS, {"tenant": tenant, "keys": keys})
+    return inserted, _lookup(lookup)
 
 
 def _store_with_orm(
-    session: Session, rows: list[dict[str, Any]], keys: list[str]
+    session: Session, rows: list[dict[str, Any]], tenant: str, keys: list[str]
 ) -> tuple[set[str], _Stored]:
-    """SQLite (and a portable fallback): a multi-row insert that skips stored keys."""
-    dialect = session.get_bind().dialect.name
-    if dialect == "sqlite":
-        statement = (
-            sqlite.insert(Refund)
-            .on_conflict_do_nothing(index_elements=["idempotency_key"])
-            .returning(Refund.id)
-        )
-        inserted = set(session.scalars(statement, rows).all())
-    else:
-        inserted = _insert_portably(session, rows)
+    """SQLite: a multi-row insert that skips stored keys."""
+    statement = (
+        sqlite.insert(Refund)
+        .on_conflict_do_nothing(index_elements=["tenant", "idempotency_key"])
+        .returning(Refund.id)
+    )
+    inserted = set(session.scalars(statement, rows).all())
     lookup = select(Refund.idempotency_key, Refund.id, Refund.payload_hash, Refund.status).where(
-        Refund.idempotency_key.in_(keys)
+        Refund.tenant == tenant, Refund.idempotency_key.in_(keys)
     )
     return inserted, _lookup(session.execute(lookup))
 
@@ -275,12 +309,12 @@ def _lookup(result: Any) -> _Stored:
     return {key: (refund_id, digest, status) for key, refund_id, digest, status in result}
 
 
-def _row(
-    request: RefundRequest, payload_hash: str, now: Any, created_by: str | None
-) -> dict[str, Any]:
+def _row(request: RefundRequest, payload_hash: str, now: Any, owner: _Owner) -> dict[str, Any]:
     return {
         "id": str(uuid.uuid4()),
+        "tenant": owner.tenant,
         "idempotency_key": request.idempotency_key,
+        "marker_token": new_marker_token(),
         "payload_hash": payload_hash,
         "request_json": request.canonical_json(),
         "order_id": request.order_id,
@@ -294,20 +328,9 @@ def _row(
         "notify_customer": request.notify_customer,
         "notification_status": NotificationStatus.NOT_REQUESTED.value,
         "notification_attempts": 0,
+        "notification_version": 0,
         "next_attempt_at": now,
-        "created_by": created_by,
+        "created_by": owner.created_by,
         "created_at": now,
         "updated_at": now,
     }
-
-
-def _insert_portably(session: Any, rows: list[dict[str, Any]]) -> set[str]:
-    """Fallback for other databases: insert only the keys not stored yet."""
-    keys = [row["idempotency_key"] for row in rows]
-    stored = set(
-        session.scalars(select(Refund.idempotency_key).where(Refund.idempotency_key.in_(keys)))
-    )
-    fresh = [row for row in rows if row["idempotency_key"] not in stored]
-    if fresh:
-        session.execute(insert(Refund), fresh)
-    return {row["id"] for row in fresh}

@@ -14,11 +14,12 @@ from sqlalchemy import (
     String,
     Text,
     TypeDecorator,
+    UniqueConstraint,
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from refund_worker.schemas import NotificationStatus, RefundStatus
+from refund_worker.schemas import DEFAULT_TENANT, NotificationStatus, RefundStatus
 
 
 def utcnow() -> datetime:
@@ -56,7 +57,13 @@ class Refund(Base):
     __tablename__ = "refunds"
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
-    idempotency_key: Mapped[str] = mapped_column(String(255), unique=True)
+    #: The producer the refund belongs to (its API key's tenant, or ``default``): idempotency keys
+    #: are unique per tenant, and a producer sees only its own tenant's refunds.
+    tenant: Mapped[str] = mapped_column(String(64), default=DEFAULT_TENANT)
+    idempotency_key: Mapped[str] = mapped_column(String(255))
+    #: The random part of the marker its credit memos carry; never shown to producers. NULL on
+    #: rows attempted before markers had one (they carry the legacy ``refund-worker:<id>``).
+    marker_token: Mapped[str | None] = mapped_column(String(32))
     payload_hash: Mapped[str] = mapped_column(String(64))
     request_json: Mapped[str] = mapped_column(Text)
     order_id: Mapped[int] = mapped_column(Integer, index=True)
@@ -65,13 +72,15 @@ class Refund(Base):
     service_requested: Mapped[str] = mapped_column(String(16))
     service: Mapped[str | None] = mapped_column(String(16))
     status: Mapped[str] = mapped_column(String(16), default=RefundStatus.RECEIVED.value)
+    #: A credit memo backs at most one refund (a unique constraint).
     creditmemo_id: Mapped[int | None] = mapped_column(Integer)
     outcome: Mapped[str | None] = mapped_column(Text)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     last_error: Mapped[str | None] = mapped_column(Text)
     last_error_kind: Mapped[str | None] = mapped_column(String(16))
     last_http_status: Mapped[int | None] = mapped_column(Integer)
-    #: A money-moving call may have reached Magento and its outcome is not known yet.
+    #: A money-moving call may have reached Magento and its outcome is not known (a row left
+    #: ``processing`` by a dead worker is in doubt too; its next claim sets this).
     in_doubt: Mapped[bool] = mapped_column(Boolean, default=False)
     #: Bumped by every state change; claims are compare-and-set on it.
     version: Mapped[int] = mapped_column(Integer, default=0)
@@ -90,20 +99,24 @@ class Refund(Base):
     notification_lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     notification_next_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     notification_published_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    #: Bumped by every change of the email's state; its writes are compare-and-set on it (the
+    #: refund's own ``version`` is the refund machine's: the two never fence each other).
+    notification_version: Mapped[int] = mapped_column(Integer, default=0)
+    #: Why a person must look (status ``needs_attention``): what Magento shows does not fit.
+    attention: Mapped[str | None] = mapped_column(Text)
     created_by: Mapped[str | None] = mapped_column(String(64))
+    #: Who replayed it last (an operator key's name, or ``$USER (cli)``).
+    replayed_by: Mapped[str | None] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
     settled_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
     __table_args__ = (
+        UniqueConstraint("tenant", "idempotency_key", name="uq_refunds_tenant_idempotency_key"),
+        UniqueConstraint("creditmemo_id", name="uq_refunds_creditmemo_id"),
         Index("ix_refunds_status_next_attempt_at", "status", "next_attempt_at"),
         Index("ix_refunds_notification_status", "notification_status"),
     )
-
-    @property
-    def marker(self) -> str:
-        """The text every credit memo of this refund carries in its comment."""
-        return f"refund-worker:{self.id}"
 
 
 class MagentoCall(Base):

@@ -31,23 +31,36 @@ DEFAULT_LATENCY_WINDOW = timedelta(hours=1)
 
 _RELATIVE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$", re.IGNORECASE)
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+_MAX_DAYS = timedelta.max.days
 
 
 # -- one refund ------------------------------------------------------------------------------
 
 
-def find_refund(session: Session, id_or_key: str) -> Refund | None:
-    """A refund by id, else by idempotency key."""
-    row = session.get(Refund, id_or_key)
-    if row is None:
-        row = session.scalars(select(Refund).where(Refund.idempotency_key == id_or_key)).first()
+def get_refund(session: Session, refund_id: str, *, tenant: str | None = None) -> Refund | None:
+    """A refund by id (only ``tenant``'s when given); never looked up by idempotency key."""
+    row = session.get(Refund, refund_id)
+    if row is None or (tenant is not None and row.tenant != tenant):
+        return None
     return row
+
+
+def refunds_by_key(
+    session: Session, idempotency_key: str, *, tenant: str | None = None
+) -> list[Refund]:
+    """The refunds stored under ``idempotency_key``: one per tenant that used it (only
+    ``tenant``'s when given); never looked up by id."""
+    query = select(Refund).where(Refund.idempotency_key == idempotency_key)
+    if tenant is not None:
+        query = query.where(Refund.tenant == tenant)
+    return list(session.scalars(query.order_by(Refund.tenant)))
 
 
 def to_view(row: Refund, calls: list[MagentoCall] | None = None) -> RefundView:
     """The public view of a refund row."""
     return RefundView(
         id=row.id,
+        tenant=row.tenant,
         idempotency_key=row.idempotency_key,
         order_id=row.order_id,
         invoice_id=row.invoice_id,
@@ -60,6 +73,9 @@ def to_view(row: Refund, calls: list[MagentoCall] | None = None) -> RefundView:
         outcome=row.outcome,
         notification_status=NotificationStatus(row.notification_status),
         notification_error=row.notification_error,
+        attention=row.attention,
+        created_by=row.created_by,
+        replayed_by=row.replayed_by,
         created_at=row.created_at,
         updated_at=row.updated_at,
         calls=[
@@ -76,9 +92,11 @@ def to_view(row: Refund, calls: list[MagentoCall] | None = None) -> RefundView:
     )
 
 
-def refund_view(session: Session, id_or_key: str) -> RefundView | None:
-    """One refund with its Magento calls, oldest first."""
-    row = find_refund(session, id_or_key)
+def refund_view(
+    session: Session, refund_id: str, *, tenant: str | None = None
+) -> RefundView | None:
+    """One refund (by id; only ``tenant``'s when given) with its Magento calls, oldest first."""
+    row = get_refund(session, refund_id, tenant=tenant)
     if row is None:
         return None
     calls = list(
@@ -113,7 +131,10 @@ def refund_events(session: Session, refund_id: str) -> list[EventView]:
 class RefundFilter:
     """Which refunds to list or replay; every given criterion must hold."""
 
-    ids: tuple[str, ...] = ()  # ids or idempotency keys
+    ids: tuple[str, ...] = ()  # refund ids
+    keys: tuple[str, ...] = ()  # idempotency keys
+    #: Only this tenant's refunds (a producer's view); None: every tenant's (an operator's).
+    tenant: str | None = None
     status: str | None = None
     order_id: int | None = None
     #: The service Magento was called with, or the one requested when none was chosen yet.
@@ -131,7 +152,11 @@ class RefundFilter:
         """The SELECT for this filter, newest first."""
         query = select(Refund)
         if self.ids:
-            query = query.where(Refund.id.in_(self.ids) | Refund.idempotency_key.in_(self.ids))
+            query = query.where(Refund.id.in_(self.ids))
+        if self.keys:
+            query = query.where(Refund.idempotency_key.in_(self.keys))
+        if self.tenant is not None:
+            query = query.where(Refund.tenant == self.tenant)
         if self.status:
             query = query.where(Refund.status == self.status)
         if self.order_id is not None:
@@ -174,7 +199,10 @@ def parse_duration(text: str) -> timedelta:
     if not relative:
         raise ValueError(f"{text!r} is not a duration like 30m, 2h, 3d or 1w")
     amount, unit = float(relative.group(1)), relative.group(2).lower()
-    return timedelta(seconds=amount * _UNIT_SECONDS[unit])
+    try:
+        return timedelta(seconds=amount * _UNIT_SECONDS[unit])
+    except OverflowError:
+        raise ValueError(f"{text!r} is out of range (at most {_MAX_DAYS:,} days)") from None
 
 
 def parse_moment(text: str, now: datetime) -> datetime:
@@ -183,7 +211,10 @@ def parse_moment(text: str, now: datetime) -> datetime:
     A date means its midnight UTC; a date-time without an offset is UTC. Raises ``ValueError``.
     """
     if _RELATIVE.match(text):
-        return now - parse_duration(text)
+        try:
+            return now - parse_duration(text)
+        except OverflowError:
+            raise ValueError(f"{text!r} ago is out of range (before the year 1)") from None
     value = text.strip()
     try:
         if len(value) == 10:
@@ -194,7 +225,10 @@ def parse_moment(text: str, now: datetime) -> datetime:
         raise ValueError(
             f"{text!r} is neither a relative time (30m, 2h, 3d, 1w) nor an ISO date or date-time"
         ) from None
-    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).astimezone(UTC)
+    try:
+        return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).astimezone(UTC)
+    except OverflowError:
+        raise ValueError(f"{text!r} is out of range once turned into UTC") from None
 
 
 # -- statistics ------------------------------------------------------------------------------

@@ -1,5 +1,9 @@
 """Replay failed refunds (or failed emails) under the same idempotency key, never twice.
 
+Refunds that need attention can be replayed too, once a person has looked: the replay reconciles
+first, as every replay does, and a credit memo that still does not fit sets them back to
+``needs_attention``.
+
 A replayed refund is marked in doubt, so its next attempt searches Magento for a credit memo
 carrying its marker before it could refund again. Succeeded and in-flight refunds are refused.
 Every replay leaves a ``refund_replayed`` (or ``notification_replayed``) event with who replayed,
@@ -14,21 +18,19 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
-from typing import Protocol
 
 from sqlalchemy import update
 from sqlalchemy.orm import Session
 
 from refund_worker.db import Database, rowcount
-from refund_worker.intake import Publisher
 from refund_worker.models import Refund, RefundEvent, utcnow
+from refund_worker.publishing import Publisher
 from refund_worker.queries import RefundFilter, select_refunds
 from refund_worker.schemas import NotificationStatus, RefundStatus
 
 __all__ = [
     "MAX_REASON_LENGTH",
     "REPLAYABLE_NOTIFICATIONS",
-    "NotificationPublisher",
     "RefundFilter",
     "ReplayCandidate",
     "ReplayPlan",
@@ -42,13 +44,8 @@ __all__ = [
 ]
 
 REPLAYABLE_NOTIFICATIONS = (NotificationStatus.FAILED.value, NotificationStatus.NOT_SENT.value)
+REPLAYABLE_STATUSES = (RefundStatus.FAILED.value, RefundStatus.NEEDS_ATTENTION.value)
 MAX_REASON_LENGTH = 500
-
-
-class NotificationPublisher(Publisher, Protocol):
-    """A publisher that can also publish ``refunds.notify``."""
-
-    def publish_notifications(self, refund_ids: Sequence[str]) -> None: ...
 
 
 @dataclass
@@ -69,7 +66,7 @@ def refusal(row: Refund, notifications: bool) -> str | None:
         return None
     if row.status == RefundStatus.SUCCEEDED:
         return f"already succeeded (credit memo {row.creditmemo_id}); replaying would refund twice"
-    if row.status != RefundStatus.FAILED:
+    if row.status not in REPLAYABLE_STATUSES:
         return f"still in flight ({row.status}); only failed refunds can be replayed"
     return None
 
@@ -79,6 +76,7 @@ class ReplayCandidate:
     """A refund a replay would touch: what it is, why it failed, and why it is refused (if so)."""
 
     refund_id: str
+    tenant: str
     idempotency_key: str
     order_id: int
     status: str
@@ -95,7 +93,7 @@ class ReplayPlan:
 
     ready: list[ReplayCandidate] = field(default_factory=list)
     refused: list[ReplayCandidate] = field(default_factory=list)
-    missing: list[str] = field(default_factory=list)  # ids or keys that match nothing
+    missing: list[str] = field(default_factory=list)  # ids (or keys) that match nothing
 
 
 def check_reason(reason: str) -> str:
@@ -116,7 +114,7 @@ def replayable_filter(refund_filter: RefundFilter, *, notifications: bool) -> Re
     Named refunds are kept whatever their state, so each one that cannot be replayed is
     reported with why instead of being silently left out.
     """
-    if refund_filter.ids:
+    if refund_filter.ids or refund_filter.keys:
         return refund_filter
     if notifications:
         return replace(
@@ -135,10 +133,12 @@ def plan_replay(
     plan = ReplayPlan()
     rows = select_refunds(session, replayable_filter(refund_filter, notifications=notifications))
     found = {row.id for row in rows} | {row.idempotency_key for row in rows}
-    plan.missing = [wanted for wanted in dict.fromkeys(refund_filter.ids) if wanted not in found]
+    wanted = (*refund_filter.ids, *refund_filter.keys)
+    plan.missing = [name for name in dict.fromkeys(wanted) if name not in found]
     for row in sorted(rows, key=lambda row: (row.created_at, row.id)):
         candidate = ReplayCandidate(
             refund_id=row.id,
+            tenant=row.tenant,
             idempotency_key=row.idempotency_key,
             order_id=row.order_id,
             status=row.status,
@@ -154,7 +154,7 @@ def plan_replay(
 
 def replay(
     database: Database,
-    publisher: NotificationPublisher,
+    publisher: Publisher,
     refund_ids: Sequence[str],
     *,
     reason: str,
@@ -170,7 +170,7 @@ def replay(
     now = utcnow()
     with database.session_scope() as session:
         rows = select_refunds(session, RefundFilter(ids=tuple(refund_ids)))
-        found = {row.id for row in rows} | {row.idempotency_key for row in rows}
+        found = {row.id for row in rows}
         for missing in sorted(set(refund_ids) - found):
             report.refused[missing] = "no such refund"
         for row in sorted(rows, key=lambda row: (row.created_at, row.id)):
@@ -178,8 +178,8 @@ def replay(
             if why is not None:
                 report.refused[row.id] = why
                 continue
-            previous = row.notification_error if notifications else row.last_error
-            if _requeue(session, row, now, notifications):
+            previous = row.notification_error if notifications else row.attention or row.last_error
+            if _requeue(session, row, now, notifications, actor):
                 what = "notification" if notifications else "refund"
                 session.add(
                     RefundEvent(
@@ -198,8 +198,12 @@ def replay(
     return report
 
 
-def _requeue(session: Session, row: Refund, now: datetime, notifications: bool) -> bool:
+def _requeue(
+    session: Session, row: Refund, now: datetime, notifications: bool, actor: str
+) -> bool:
+    """Re-queue the refund (or its email), compare-and-set on that state machine's version."""
     if notifications:
+        fence = Refund.notification_version == row.notification_version
         values: dict[str, object] = {
             "notification_status": NotificationStatus.PENDING.value,
             "notification_error": None,
@@ -207,26 +211,26 @@ def _requeue(session: Session, row: Refund, now: datetime, notifications: bool) 
             "notification_attempts": 1,
             "notification_next_at": now,
             "notification_published_at": now,
+            "notification_version": Refund.notification_version + 1,
         }
     else:
+        fence = Refund.version == row.version
         values = {
             "status": RefundStatus.QUEUED.value,
             "attempts": 0,
             "last_error": None,
             "last_error_kind": None,
             "last_http_status": None,
+            "attention": None,
             "in_doubt": True,  # reconcile with Magento before any new refund call
             "next_attempt_at": now,
             "published_at": now,
             "settled_at": None,
+            "version": Refund.version + 1,
         }
-    return (
-        rowcount(
-            session.execute(
-                update(Refund)
-                .where(Refund.id == row.id, Refund.version == row.version)
-                .values(version=Refund.version + 1, updated_at=now, **values)
-            )
-        )
-        == 1
+    replayed = session.execute(
+        update(Refund)
+        .where(Refund.id == row.id, fence)
+        .values(updated_at=now, replayed_by=actor[:64], **values)
     )
+    return rowcount(replayed) == 1

@@ -19,6 +19,7 @@ from decimal import Decimal
 from typing import Any
 
 from refund_worker.errors import InvalidRefund
+from refund_worker.markers import comment_with_marker
 from refund_worker.schemas import RefundRequest, Service
 
 #: Magento's own offline methods: ``canRefund()`` is false, so RefundInvoice always rejects them.
@@ -60,11 +61,6 @@ class RefundCall:
     def moves_money(self) -> bool:
         """False for record-only credit memos, which change no totals and refund nothing."""
         return self.service is not Service.RECORD_ONLY
-
-
-def marker_comment(marker: str, comment: str | None) -> str:
-    """The credit memo's comment: the caller's text followed by our marker, always present."""
-    return f"{comment.strip()} [{marker}]" if comment and comment.strip() else f"[{marker}]"
 
 
 def payment_is_online(
@@ -157,9 +153,9 @@ def plan_refund(
     wants_invoice = needs_invoices(request, order, extra_offline)
     invoice = choose_invoice(request, invoices) if wants_invoice else None
     service, online = choose_service(request, order, invoice, extra_offline)
-    order_items = _order_items(order)
+    order_items = order_items_by_id(order)
     _check_quantities(request, order_items)
-    comment = marker_comment(marker, request.comment)
+    comment = comment_with_marker(marker, request.comment)
     visible = 1 if request.comment_visible_to_customer else 0
 
     if service is Service.CREDITMEMO:
@@ -215,7 +211,8 @@ def plan_refund(
     return RefundCall(service, _jsonable(body), target, description)
 
 
-def _order_items(order: dict[str, Any]) -> dict[int, dict[str, Any]]:
+def order_items_by_id(order: dict[str, Any]) -> dict[int, dict[str, Any]]:
+    """The order's items by ``item_id``."""
     return {int(item["item_id"]): item for item in order.get("items") or [] if "item_id" in item}
 
 

@@ -2,31 +2,20 @@
 
 from __future__ import annotations
 
-import contextvars
 import threading
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import httpx
 import redis
 
 from refund_worker.db import Database
-from refund_worker.magento import BearerAuth, CallRecord, MagentoClient, OAuth1Auth
+from refund_worker.magento import BearerAuth, MagentoClient, OAuth1Auth
 from refund_worker.magento.transport import LeanTransport
 from refund_worker.notifications import NotificationService
 from refund_worker.ratelimit import CallLimiter, NoLimit, RedisCallLimiter
-from refund_worker.refunds import MagentoAPI, RefundService
+from refund_worker.refunds import RefundService
 from refund_worker.settings import Settings, get_settings
-
-_recorder: contextvars.ContextVar[Callable[[CallRecord], None] | None] = contextvars.ContextVar(
-    "refund_worker_call_recorder", default=None
-)
-
-
-def _record(call: CallRecord) -> None:
-    callback = _recorder.get()
-    if callback is not None:
-        callback(call)
+from refund_worker.store import EmailStore, RefundStore
 
 
 def magento_auth(settings: Settings) -> httpx.Auth:
@@ -60,11 +49,11 @@ class Runtime:
     @classmethod
     def from_settings(cls, settings: Settings, *, limiter: CallLimiter | None = None) -> Runtime:
         """Wire the services; one shared HTTP client (a kept-alive connection per thread, each
-        request sent in one write: see :mod:`refund_worker.magento.transport`), calls recorded
-        per attempt."""
+        request sent in one write: see :mod:`refund_worker.magento.transport`); each attempt
+        records its calls through ``client.recording``."""
         settings.require_magento()
         database = Database.from_url(
-            settings.database_url, pool_size=database_pool_size(settings, _task_slots)
+            settings.database_dsn, pool_size=database_pool_size(settings, _task_slots)
         )
         client = MagentoClient(
             str(settings.magento_url),
@@ -72,18 +61,18 @@ class Runtime:
             store_code=settings.magento_store_code,
             timeout=settings.magento_timeout,
             transport=LeanTransport(),
-            on_call=_record,
         )
         if limiter is None:
             limiter = _limiter_for(settings)
-        factory = _client_factory(client)
         return cls(
             settings=settings,
             database=database,
             client=client,
             limiter=limiter,
-            refunds=RefundService(database, factory, settings, limiter=limiter),
-            notifications=NotificationService(database, factory, settings, limiter=limiter),
+            refunds=RefundService(RefundStore(database), client, settings, limiter=limiter),
+            notifications=NotificationService(
+                EmailStore(database), client, settings, limiter=limiter
+            ),
         )
 
     def check_ready(self) -> None:
@@ -108,19 +97,11 @@ def database_pool_size(settings: Settings, task_slots: int | None) -> int | None
     return None
 
 
-def _client_factory(client: MagentoClient) -> Callable[[Callable[[CallRecord], None]], MagentoAPI]:
-    def factory(on_call: Callable[[CallRecord], None]) -> MagentoAPI:
-        _recorder.set(on_call)
-        return client
-
-    return factory
-
-
 def _limiter_for(settings: Settings) -> CallLimiter:
-    if settings.magento_rate_limit <= 0 or not settings.broker_url.startswith("redis"):
+    if settings.magento_rate_limit <= 0 or not settings.broker_dsn.startswith("redis"):
         return NoLimit()
     # Short timeouts: the limiter fails open, and must not hold a refund up while Redis is away.
-    client = redis.Redis.from_url(settings.broker_url, socket_timeout=1, socket_connect_timeout=1)
+    client = redis.Redis.from_url(settings.broker_dsn, socket_timeout=1, socket_connect_timeout=1)
     return RedisCallLimiter(
         client, instance=str(settings.magento_url), rate=settings.magento_rate_limit
     )

@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import re
 from datetime import datetime
 from decimal import Decimal
 from enum import StrEnum
@@ -25,10 +26,16 @@ from pydantic import (
     model_validator,
 )
 
+from refund_worker.markers import imitates_marker
+
 MAX_AMOUNT = Decimal("1000000000")
 MAX_QTY = Decimal("1000000")
 MAX_ITEMS = 1000
 MAX_COMMENT_LENGTH = 2000
+#: The tenant of refunds enqueued without an API key (Python API, CLI).
+DEFAULT_TENANT = "default"
+#: Tenant names, as API key names: 1-64 of A-Z a-z 0-9 _ . -
+TENANT_PATTERN = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 
 
 class RefundStatus(StrEnum):
@@ -40,9 +47,23 @@ class RefundStatus(StrEnum):
     RETRYING = "retrying"
     SUCCEEDED = "succeeded"
     FAILED = "failed"
+    #: Magento shows something only a person can settle (a credit memo carrying this refund's
+    #: marker that does not fit it, or that already backs another refund). Never a success;
+    #: replayable once a person has looked.
+    NEEDS_ATTENTION = "needs_attention"
 
 
-SETTLED_STATUSES = frozenset({RefundStatus.SUCCEEDED, RefundStatus.FAILED})
+SETTLED_STATUSES = frozenset(
+    {RefundStatus.SUCCEEDED, RefundStatus.FAILED, RefundStatus.NEEDS_ATTENTION}
+)
+
+
+class ErrorKind(StrEnum):
+    """What kind of error a refund's ``last_error`` is."""
+
+    PERMANENT = "permanent"  # Magento (or the request) said no: replayable once fixed
+    RETRYABLE = "retryable"  # transient; also a refund that gave up after its attempts
+    ATTENTION = "attention"  # Magento shows what only a person can settle
 
 
 class NotificationStatus(StrEnum):
@@ -72,7 +93,8 @@ def _finite_with_four_places(value: Decimal) -> Decimal:
     exponent = value.as_tuple().exponent
     if isinstance(exponent, int) and exponent < -4 and value != value.quantize(Decimal("0.0001")):
         raise ValueError("must have at most 4 decimal places")
-    return value.quantize(Decimal("0.0001"))
+    value = value.quantize(Decimal("0.0001"))
+    return value.copy_abs() if value.is_zero() else value  # -0 is stored as 0
 
 
 Amount = Annotated[
@@ -85,17 +107,57 @@ Quantity = Annotated[
     Field(gt=0, le=MAX_QTY, allow_inf_nan=False),
     AfterValidator(_finite_with_four_places),
 ]
-EntityId = Annotated[StrictInt, Field(gt=0, le=2**31 - 1)]
+#: Magento entity ids are signed 32-bit integers.
+MAX_ENTITY_ID = 2**31 - 1
+EntityId = Annotated[StrictInt, Field(gt=0, le=MAX_ENTITY_ID)]
 IdempotencyKey = Annotated[
     str, StringConstraints(min_length=1, max_length=255, pattern=r"^[\x21-\x7e]+$")
 ]
 StoreCode = Annotated[str, StringConstraints(pattern=r"^[a-z0-9_]{1,32}$")]
+
+
+def _no_marker_imitation(text: str) -> str:
+    if imitates_marker(text):
+        raise ValueError(
+            "must not contain 'refund-worker:' or anything like it: the worker writes its own "
+            "marker after the comment, and no caller may write one"
+        )
+    return text
+
+
 CommentText = Annotated[
     str,
     StringConstraints(
         max_length=MAX_COMMENT_LENGTH, pattern=r"^[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f]*$"
     ),
+    AfterValidator(_no_marker_imitation),
 ]
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    document = dict(pairs)
+    if len(document) != len(pairs):
+        keys = [key for key, _ in pairs]
+        twice = next(key for key in keys if keys.count(key) > 1)
+        raise ValueError(f"key {twice[:64]!r} appears more than once in one object")
+    return document
+
+
+def _no_constants(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def load_json(data: str | bytes, *, constants: bool = False) -> Any:
+    """A JSON document, strictly: a key twice in one object is ``ValueError`` (never
+    last-wins); numbers with a fraction become ``Decimal``, never float. ``NaN`` and ``Infinity``
+    are not JSON (``ValueError``), unless ``constants``: then they are ``Decimal`` too, for the
+    field's own validation to refuse by name."""
+    return json.loads(
+        data,
+        parse_float=Decimal,
+        parse_constant=Decimal if constants else _no_constants,
+        object_pairs_hook=_unique_keys,
+    )
 
 
 class _Frozen(BaseModel):
@@ -233,6 +295,7 @@ class RefundSummary(_Frozen):
     """A refund without its Magento calls: a row of a list."""
 
     id: str
+    tenant: str
     idempotency_key: str
     order_id: int
     invoice_id: int | None
@@ -245,6 +308,10 @@ class RefundSummary(_Frozen):
     outcome: str | None
     notification_status: NotificationStatus
     notification_error: str | None
+    #: Why a person must look (status ``needs_attention``).
+    attention: str | None = None
+    created_by: str | None = None
+    replayed_by: str | None = None
     created_at: datetime
     updated_at: datetime
 

@@ -5,8 +5,15 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Literal
 
-from pydantic import BaseModel, Field, SecretStr, ValidationError, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import (
+    BaseModel,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
 from refund_worker.errors import ConfigurationError
 
@@ -26,11 +33,19 @@ _OAUTH_FIELDS = (
 
 
 class ApiKey(BaseModel):
-    """One HTTP API key: its holder's name, its role, and the SHA-256 of the key (never the key)."""
+    """One HTTP API key: its holder's name, its role, its tenant, and the SHA-256 of the key
+    (never the key). A producer key acts for its tenant only (its name unless ``tenant`` says
+    otherwise, so that an old and a new key can share one while a key is rotated)."""
 
     name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")
     role: Literal["producer", "operator"] = "producer"
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    tenant: str | None = Field(None, min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")
+
+    @property
+    def tenant_name(self) -> str:
+        """The tenant this key's refunds belong to."""
+        return self.tenant or self.name
 
 
 class Settings(BaseSettings):
@@ -40,8 +55,10 @@ class Settings(BaseSettings):
         env_prefix=ENV_PREFIX, env_file=".env", extra="ignore", frozen=True
     )
 
-    broker_url: str = "redis://localhost:6379/0"
-    database_url: str = "sqlite:///refund_worker.db"
+    #: Secret-bearing URLs (they may hold a password): read them with ``broker_dsn`` and
+    #: ``database_dsn``; ``repr`` and ``model_dump_json`` show ``**********``.
+    broker_url: SecretStr = SecretStr("redis://localhost:6379/0")
+    database_url: SecretStr = SecretStr("sqlite:///refund_worker.db")
     #: Database connections each process keeps open. Default: a worker's concurrency + 1 (one
     #: per task thread, so none is opened and closed per task), 10 for other processes.
     database_pool_size: int | None = Field(None, ge=1, le=1000)
@@ -79,6 +96,34 @@ class Settings(BaseSettings):
     api_keys: list[ApiKey] = Field(default_factory=list)
     api_max_body_bytes: int = Field(1024 * 1024, gt=0)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    @field_validator("database_url")
+    @classmethod
+    def _database_url(cls, value: SecretStr) -> SecretStr:
+        problem = database_url_problem(value.get_secret_value())
+        if problem:
+            raise ValueError(problem)
+        return value
+
+    @field_validator("broker_url")
+    @classmethod
+    def _broker_url(cls, value: SecretStr) -> SecretStr:
+        scheme, separator, _ = value.get_secret_value().partition("://")
+        if not separator or scheme not in BROKER_SCHEMES:
+            raise ValueError(
+                f"not a broker URL: expected one of {', '.join(sorted(BROKER_SCHEMES))}://..."
+            )
+        return value
+
+    @property
+    def database_dsn(self) -> str:
+        """The database URL, password included: hand it to the engine, never print it."""
+        return self.database_url.get_secret_value()
+
+    @property
+    def broker_dsn(self) -> str:
+        """The broker URL, password included: hand it to Celery, never print it."""
+        return self.broker_url.get_secret_value()
 
     @model_validator(mode="after")
     def _consistent(self) -> Settings:
@@ -141,16 +186,44 @@ class Settings(BaseSettings):
             )
 
 
+#: Brokers Celery is configured for (``memory`` runs the demo in one process).
+BROKER_SCHEMES = frozenset({"redis", "rediss", "amqp", "amqps", "pyamqp", "memory"})
+#: Database backends the worker supports.
+DATABASE_DIALECTS = frozenset({"sqlite", "postgresql"})
+
+
+def database_url_problem(url: str) -> str | None:
+    """Why ``url`` cannot be the worker's database URL, or None; never repeats the URL (it may
+    hold a password)."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    expected = "expected sqlite:///path/to/file.db or postgresql+psycopg://user:password@host/db"
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        return f"not a database URL: {expected}"
+    if parsed.get_backend_name() not in DATABASE_DIALECTS:
+        return f"the {parsed.get_backend_name()!r} database is not supported: {expected}"
+    if parsed.get_backend_name() == "postgresql" and parsed.get_driver_name() != "psycopg":
+        return f"name the psycopg driver (postgresql+psycopg://): {expected}"
+    return None
+
+
 def load_settings(**overrides: object) -> Settings:
     """Build settings, turning pydantic's error into a ``ConfigurationError`` naming the setting."""
     try:
         return Settings(**overrides)  # type: ignore[arg-type]
+    except SettingsError as exc:  # a value pydantic-settings could not even decode (bad JSON)
+        cause = exc.__cause__
+        detail = f": {type(cause).__name__}: {cause}" if cause is not None else ""
+        raise ConfigurationError(f"invalid settings: {exc}{detail}") from None
     except ValidationError as exc:
         problems = []
         for error in exc.errors():
             field = ".".join(str(part) for part in error["loc"])
             name = f"{ENV_PREFIX}{field.upper()}: " if field else ""
-            problems.append(f"{name}{error['msg']}")
+            problems.append(f"{name}{error['msg'].removeprefix('Value error, ')}")
         raise ConfigurationError("invalid settings: " + "; ".join(problems)) from None
 
 

@@ -9,12 +9,14 @@ whose message was published after the oldest one still queued is only waiting it
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Protocol
 
 from sqlalchemy import and_, delete, or_, select, update
 
-from refund_worker.db import Database
+from refund_worker.db import Database, rowcount
 from refund_worker.models import OrderLock, Refund
 from refund_worker.schemas import NotificationStatus, RefundStatus
 from refund_worker.settings import Settings
@@ -30,6 +32,35 @@ class SweepResult:
 
     refunds: list[str]
     notifications: list[str]
+
+
+class _Publisher(Protocol):
+    def publish_refunds(self, refund_ids: Sequence[str]) -> None: ...
+    def publish_notifications(self, refund_ids: Sequence[str]) -> None: ...
+
+
+def sweep(
+    database: Database,
+    settings: Settings,
+    publisher: _Publisher,
+    now: datetime,
+    *,
+    queued_since: datetime | None,
+    notifications_queued_since: datetime | None,
+) -> SweepResult:
+    """Find what should have run by now and shows no sign of it, publish it again, and remember
+    when (so the same rows wait a full period before the next time)."""
+    found = find_stranded(
+        database,
+        settings,
+        now,
+        queued_since=queued_since,
+        notifications_queued_since=notifications_queued_since,
+    )
+    publisher.publish_refunds(found.refunds)
+    publisher.publish_notifications(found.notifications)
+    mark_published(database, found, now)
+    return found
 
 
 def find_stranded(
@@ -117,8 +148,17 @@ def find_stranded(
                 .limit(SWEEP_LIMIT)
             )
         )
-        session.execute(delete(OrderLock).where(OrderLock.expires_at < now - timedelta(hours=1)))
     return SweepResult(refunds, notifications)
+
+
+def purge_expired_order_locks(database: Database, now: datetime) -> int:
+    """Delete order locks that expired an hour ago or more (a dead worker's; an expired lock is
+    taken over by the next refund of its order anyway, so this only keeps the table small)."""
+    with database.session_scope() as session:
+        purged = session.execute(
+            delete(OrderLock).where(OrderLock.expires_at < now - timedelta(hours=1))
+        )
+        return rowcount(purged)
 
 
 def mark_published(database: Database, result: SweepResult, now: datetime) -> None:

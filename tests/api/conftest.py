@@ -10,7 +10,7 @@ import pytest
 
 from refund_worker.api import create_app, generate_api_key
 from refund_worker.db import Database
-from refund_worker.replay import NotificationPublisher
+from refund_worker.publishing import Publisher
 from refund_worker.settings import ApiKey
 from tests.api.support import Api, Keys, StartApi, make_settings, serving
 from tests.fakes import RecordingPublisher
@@ -18,14 +18,21 @@ from tests.fakes import RecordingPublisher
 
 @pytest.fixture(scope="session")
 def keys() -> Keys:
-    """A producer key (``erp``) and an operator key (``alice``)."""
+    """Producer keys ``erp`` and ``returns``, ``erp-2026`` (tenant ``erp``) and an operator key
+    (``alice``)."""
     producer, producer_digest = generate_api_key()
+    other, other_digest = generate_api_key()
+    rotated, rotated_digest = generate_api_key()
     operator, operator_digest = generate_api_key()
     return Keys(
         producer=producer,
         operator=operator,
+        other_producer=other,
+        rotated_producer=rotated,
         entries=(
             ApiKey(name="erp", role="producer", sha256=producer_digest),
+            ApiKey(name="returns", role="producer", sha256=other_digest),
+            ApiKey(name="erp-2026", role="producer", sha256=rotated_digest, tenant="erp"),
             ApiKey(name="alice", role="operator", sha256=operator_digest),
         ),
     )
@@ -55,7 +62,7 @@ def start_api(
         def start(
             *,
             database: Database = database,
-            publisher: NotificationPublisher = publisher,
+            publisher: Publisher = publisher,
             broker_check: Callable[[], bool] | None = lambda: True,
             **overrides: Any,
         ) -> Api:

@@ -21,11 +21,14 @@ from refund_worker.settings import ApiKey, Settings
 
 @dataclass(frozen=True)
 class Keys:
-    """One producer and one operator key, as their holders and as settings hold them."""
+    """Producer keys of two tenants (``erp``, ``returns``), a second key of ``erp``'s tenant (as
+    while rotating) and an operator key, as their holders and as settings hold them."""
 
     producer: str
     operator: str
     entries: tuple[ApiKey, ...]
+    other_producer: str = ""
+    rotated_producer: str = ""
 
 
 def make_settings(keys: Keys, **overrides: Any) -> Settings:
@@ -78,6 +81,16 @@ class Api:
     @property
     def producer(self) -> httpx.Client:
         return self.client(self.keys.producer)
+
+    @property
+    def other_producer(self) -> httpx.Client:
+        """The producer of another tenant (``returns``)."""
+        return self.client(self.keys.other_producer)
+
+    @property
+    def rotated_producer(self) -> httpx.Client:
+        """A second key of the producer's tenant (``erp-2026``, tenant ``erp``)."""
+        return self.client(self.keys.rotated_producer)
 
     @property
     def operator(self) -> httpx.Client:

@@ -89,7 +89,7 @@ def test_keys_never_reach_the_logs(api: Api, caplog: pytest.LogCaptureFixture) -
     api.producer.post("/v1/refunds", json=refund("logged-2"))
 
     text = "\n".join(record.getMessage() for record in caplog.records)
-    assert "publishing 1 committed refunds failed" in text
+    assert "publishing 1 committed messages failed" in text
     for secret in (api.keys.producer, "rwk_wrong-key-in-log", "hunter2"):
         assert secret not in text
         assert secret not in caplog.text

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import pytest
@@ -19,6 +19,13 @@ from tests.api.support import Api, refund
 from tests.fakes import RecordingPublisher
 
 
+def _submit(
+    coalescer: IntakeCoalescer, request: RefundRequest, holder: str | None
+) -> Future[Any]:
+    """Submit for ``holder``'s tenant (``default`` when None), created by ``holder``."""
+    return coalescer.submit(request, tenant=holder or "default", created_by=holder)
+
+
 def _request(key: str, order_id: int = 42) -> RefundRequest:
     return RefundRequest.model_validate(refund(key, order_id=order_id))
 
@@ -27,7 +34,7 @@ class GatedIntake:
     """Wraps ``enqueue_refunds``: records each call's size, and can hold the first call."""
 
     def __init__(self) -> None:
-        self.calls: list[tuple[int, str | None]] = []
+        self.calls: list[tuple[int, str | None, str | None]] = []
         self.gate = threading.Event()
         self.entered = threading.Event()
         self.fail_with: Exception | None = None
@@ -35,7 +42,7 @@ class GatedIntake:
 
     def __call__(self, requests: Any, **kwargs: Any) -> Any:
         requests = list(requests)
-        self.calls.append((len(requests), kwargs.get("created_by")))
+        self.calls.append((len(requests), kwargs.get("tenant"), kwargs.get("created_by")))
         self.entered.set()
         self.gate.wait(10)
         if self.fail_with is not None:
@@ -60,17 +67,19 @@ def coalescer(database: Database, publisher: RecordingPublisher) -> Iterator[Int
 def test_requests_queued_during_a_flush_go_in_together(
     coalescer: IntakeCoalescer, gated: GatedIntake, publisher: RecordingPublisher
 ) -> None:
-    first = coalescer.submit(_request("first"), created_by="erp")
+    first = _submit(coalescer, _request("first"), "erp")
     assert gated.entered.wait(5)
-    waiting = [coalescer.submit(_request(f"k{n}"), created_by="erp") for n in range(20)]
-    waiting.append(coalescer.submit(_request("k3"), created_by="erp"))  # same key again
-    waiting.append(coalescer.submit(_request("k4", order_id=7), created_by="erp"))  # conflict
-    waiting.append(coalescer.submit(_request("other"), created_by="shop"))
+    waiting = [
+        _submit(coalescer, _request(f"k{n}"), "erp") for n in range(20)
+    ]
+    waiting.append(_submit(coalescer, _request("k3"), "erp"))  # same key again
+    waiting.append(_submit(coalescer, _request("k4", order_id=7), "erp"))  # conflict
+    waiting.append(_submit(coalescer, _request("other"), "shop"))
     gated.gate.set()
 
     assert isinstance(first.result(5), RefundReceipt)
     outcomes = [future.result(5) for future in waiting]
-    assert gated.calls == [(1, "erp"), (22, "erp"), (1, "shop")]
+    assert gated.calls == [(1, "erp", "erp"), (22, "erp", "erp"), (1, "shop", "shop")]
     receipts = [outcome for outcome in outcomes if isinstance(outcome, RefundReceipt)]
     assert [receipt.idempotency_key for receipt in receipts[:20]] == [f"k{n}" for n in range(20)]
     assert not any(receipt.duplicate for receipt in receipts[:20])
@@ -88,27 +97,27 @@ def test_a_failed_call_fails_every_member(
     gated.fail_with = DatabaseUnavailable("database unavailable: OperationalError")
     gated.gate.set()
 
-    futures = [coalescer.submit(_request(f"f{n}"), created_by="erp") for n in range(3)]
+    futures = [_submit(coalescer, _request(f"f{n}"), "erp") for n in range(3)]
 
     for future in futures:
         with pytest.raises(DatabaseUnavailable):
             future.result(5)
     gated.fail_with = None
-    assert isinstance(coalescer.enqueue(_request("after"), created_by="erp"), RefundReceipt)
+    assert isinstance(_submit(coalescer, _request("after"), "erp").result(5), RefundReceipt)
 
 
 def test_a_cancelled_request_is_dropped_unstored(
     coalescer: IntakeCoalescer, gated: GatedIntake, publisher: RecordingPublisher
 ) -> None:
-    coalescer.submit(_request("holder"), created_by="erp")
+    _submit(coalescer, _request("holder"), "erp")
     assert gated.entered.wait(5)
-    gone = coalescer.submit(_request("client-went-away"), created_by="erp")
-    kept = coalescer.submit(_request("kept"), created_by="erp")
+    gone = _submit(coalescer, _request("client-went-away"), "erp")
+    kept = _submit(coalescer, _request("kept"), "erp")
     assert gone.cancel()
     gated.gate.set()
 
     assert isinstance(kept.result(5), RefundReceipt)
-    assert gated.calls == [(1, "erp"), (1, "erp")]
+    assert gated.calls == [(1, "erp", "erp"), (1, "erp", "erp")]
     assert len(publisher.refunds) == 2
 
 
@@ -116,12 +125,12 @@ def test_close_finishes_the_queue_then_refuses(
     database: Database, publisher: RecordingPublisher
 ) -> None:
     coalescer = IntakeCoalescer(database, publisher, flushers=2)
-    futures = [coalescer.submit(_request(f"c{n}"), created_by=None) for n in range(10)]
+    futures = [_submit(coalescer, _request(f"c{n}"), None) for n in range(10)]
     coalescer.close()
 
     assert all(isinstance(future.result(5), RefundReceipt) for future in futures)
     with pytest.raises(RuntimeError, match="closed"):
-        coalescer.submit(_request("late"), created_by=None)
+        _submit(coalescer, _request("late"), None)
 
 
 def test_many_concurrent_http_requests(api: Api) -> None:

@@ -257,3 +257,34 @@ def test_broker_down_is_503_and_the_refund_waits_for_the_sweeper(api: Api) -> No
     again = api.producer.post("/v1/refunds", json=refund("stranded"))
     assert again.status_code == 200
     assert again.json()["status"] == "received"
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        b'{"idempotency_key": "dup-1", "order_id": 999, "order_id": 1}',
+        b'{"idempotency_key": "dup-2", "order_id": 1, '
+        b'"items": [{"order_item_id": 1, "qty": 1, "qty": 5}]}',
+    ],
+)
+def test_a_key_given_twice_is_malformed_not_last_wins(api: Api, content: bytes) -> None:
+    response = api.producer.post(
+        "/v1/refunds", content=content, headers={"Content-Type": "application/json"}
+    )
+
+    assert response.status_code == 400
+    message = response.json()["detail"][0]["message"]
+    assert message.startswith("malformed JSON")
+    assert "appears more than once" in message
+    assert api.stored() == 0
+
+
+def test_negative_zero_is_stored_as_zero(api: Api) -> None:
+    response = api.producer.post(
+        "/v1/refunds",
+        content=b'{"idempotency_key": "z-1", "order_id": 1, "shipping_amount": -0.0}',
+        headers={"Content-Type": "application/json"},
+    )
+
+    assert response.status_code == 202
+    assert '"shipping_amount":"0.0000"' in api.row("z-1").request_json

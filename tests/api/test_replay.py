@@ -40,13 +40,16 @@ def test_operator_replays_a_failed_refund(api: Api) -> None:
         assert "by alice: ACL granted" in event.detail
 
 
-def test_replay_by_idempotency_key(api: Api) -> None:
+def test_replay_takes_a_refund_id_never_a_key(api: Api) -> None:
     refund_id = _accepted(api, "failed/2", status="failed", last_error="boom")
 
-    response = api.operator.post("/v1/refunds/failed%2F2/replay", json={"reason": "retry"})
+    by_key = api.operator.post("/v1/refunds/failed%2F2/replay", json={"reason": "retry"})
+    by_id = api.operator.post(f"/v1/refunds/{refund_id}/replay", json={"reason": "retry"})
 
-    assert response.status_code == 202
-    assert response.json()["id"] == refund_id
+    assert by_key.status_code == 404
+    assert by_id.status_code == 202
+    assert by_id.json()["id"] == refund_id
+    assert by_id.json()["replayed_by"] == "alice"
 
 
 @pytest.mark.parametrize(

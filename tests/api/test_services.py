@@ -11,7 +11,7 @@ import redis
 from refund_worker.celery_app import PROCESS_TASK, QUEUE
 from refund_worker.celery_app import create_app as create_celery_app
 from refund_worker.db import Database, upgrade
-from refund_worker.tasks import CeleryPublisher
+from refund_worker.publishing import CeleryPublisher
 from tests.api.support import Keys, StartApi, make_settings, refund
 
 
@@ -43,7 +43,8 @@ def test_intake_and_reads_on_postgresql(start_api: StartApi, pg_database: Databa
     assert batch.json()["results"][-1]["result"] == "conflict"
     assert api.stored() == 601
     assert api.row("pg-1").created_by == "erp"
-    assert api.producer.get("/v1/refunds/pg-1").json()["id"] == first.json()["refund_id"]
+    by_key = api.producer.get("/v1/refunds", params={"idempotency_key": "pg-1"}).json()
+    assert [row["id"] for row in by_key["refunds"]] == [first.json()["refund_id"]]
     assert api.producer.get("/v1/refunds/nul%00byte").status_code == 404
     listing = api.producer.get("/v1/refunds", params={"order_id": 2**31 - 1, "limit": 5})
     assert [row["idempotency_key"] for row in listing.json()["refunds"]] == ["pg-1"]

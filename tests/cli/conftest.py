@@ -40,8 +40,10 @@ class Cli:
         result = self(*args, "--json", input=input)
         return json.loads(result.stdout)
 
-    def add(self, key: str, order_id: int | None = None, **state: Any) -> str:
-        """Accept a refund through intake, then put its row in ``state``."""
+    def add(
+        self, key: str, order_id: int | None = None, *, tenant: str = "default", **state: Any
+    ) -> str:
+        """Accept a refund through intake (for ``tenant``), then put its row in ``state``."""
         if order_id is None:
             self._orders += 1
             order_id = self._orders
@@ -49,6 +51,7 @@ class Cli:
             [validate_request({"idempotency_key": key, "order_id": order_id})],
             database=self.database,
             publisher=RecordingPublisher(),
+            tenant=tenant,
         )
         assert not isinstance(result, IntakeRejection)
         if state:

@@ -74,12 +74,22 @@ def test_a_lazy_command_that_cannot_load_fails_clearly(monkeypatch: pytest.Monke
 )
 def test_flower_argv(args: list[str], expected: list[str]) -> None:
     columns = f"--tasks_columns={cli.FLOWER_TASK_COLUMNS}"
-    assert cli.flower_argv(args) == [*expected, columns]
+    loopback = [] if "--address" in args else ["--address=127.0.0.1"]
+    assert cli.flower_argv(args) == [*expected, columns, *loopback]
     assert "args" in cli.FLOWER_TASK_COLUMNS.split(",")  # the refund id is visible
 
 
+def test_flower_listens_on_loopback_unless_told_otherwise() -> None:
+    assert "--address=127.0.0.1" in cli.flower_argv([])
+    assert cli.flower_argv(["--address=0.0.0.0"]).count("--address=0.0.0.0") == 1
+    assert not any(a.startswith("--address=127") for a in cli.flower_argv(["--address", "::"]))
+
+
 def test_flower_argv_keeps_chosen_columns() -> None:
-    assert cli.flower_argv(["--tasks-columns", "name,uuid"]) == ["--tasks-columns=name,uuid"]
+    assert cli.flower_argv(["--tasks-columns", "name,uuid"]) == [
+        "--tasks-columns=name,uuid",
+        "--address=127.0.0.1",
+    ]
 
 
 @pytest.mark.parametrize("arg", ["--basic_auth=u:p", "--basic-auth", "--basic_auth"])

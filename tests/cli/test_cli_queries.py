@@ -110,7 +110,8 @@ def test_filter_criteria(any_cli: Cli) -> None:
     assert ids(error_contains="g_s") == [percent]
     assert ids(since=now - timedelta(days=1)) == [percent, done, new]
     assert ids(until=now - timedelta(days=1)) == [old]
-    assert ids(ids=("old", new)) == [new, old]  # keys or ids
+    assert ids(ids=(new, "old")) == [new]  # ids only: "old" is a key
+    assert ids(keys=("old", new)) == [old]  # keys only
     assert ids(status="failed", limit=2) == [percent, new]
 
 

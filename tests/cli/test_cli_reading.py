@@ -72,7 +72,7 @@ def test_status_shows_calls_and_events(cli_run: Cli) -> None:
             RefundEvent(refund_id=refund_id, kind="refund_replayed", detail="by alice: ACL fixed")
         )
 
-    result = cli_run("status", "rma-9")
+    result = cli_run("status", "--key", "rma-9")
     assert result.exit_code == 0
     assert "ACL missing" in result.stdout
     assert "order_get" in result.stdout
@@ -88,7 +88,26 @@ def test_status_shows_calls_and_events(cli_run: Cli) -> None:
 def test_status_of_an_unknown_refund(cli_run: Cli) -> None:
     result = cli_run("status", "nope")
     assert result.exit_code == 2
-    assert "no refund with id or idempotency key 'nope'" in result.stderr
+    assert "no refund with id 'nope'" in result.stderr
+    by_key = cli_run("status", "--key", "nope")
+    assert by_key.exit_code == 2
+    assert "no refund with idempotency key 'nope'" in by_key.stderr
+
+
+def test_status_looks_up_ids_and_keys_apart_and_asks_for_the_tenant(cli_run: Cli) -> None:
+    erp = cli_run.add("RMA-1", tenant="erp")
+    returns = cli_run.add("RMA-1", tenant="returns")
+    decoy = cli_run.add(erp, tenant="returns")  # a key that is another refund's id
+
+    assert cli_run.json("status", erp)["id"] == erp  # by id: never the decoy
+    ambiguous = cli_run("status", "--key", "RMA-1")
+    assert ambiguous.exit_code == 2
+    assert "tenants erp, returns each have a refund" in ambiguous.stderr
+    assert cli_run.json("status", "--key", "RMA-1", "--tenant", "returns")["id"] == returns
+    assert cli_run.json("status", "--key", erp)["id"] == decoy
+    listed = cli_run.json("list", "--tenant", "erp")
+    assert [(row["id"], row["tenant"]) for row in listed] == [(erp, "erp")]
+    assert cli_run("status").exit_code == 2  # an id or --key is needed
 
 
 def test_stats_table_and_json(cli_run: Cli) -> None:

@@ -30,7 +30,8 @@ def test_replay_by_id_asks_then_requeues_in_doubt(cli_run: Cli) -> None:
     assert cli_run.row(refund_id).status == "failed"
     assert cli_run.publisher.refunds == []
 
-    result = cli_run("replay", "rma-1", "--reason", "ACL granted", "--actor", "alice", input="y\n")
+    args = ("replay", "--key", "rma-1", "--reason", "ACL granted", "--actor", "alice")
+    result = cli_run(*args, input="y\n")
     assert result.exit_code == 0, result.output
     assert "ACL missing" in result.stdout  # why it failed, shown before asking
     assert "replayed 1 refunds; refused 0" in result.stderr
@@ -42,7 +43,7 @@ def test_replay_by_id_asks_then_requeues_in_doubt(cli_run: Cli) -> None:
         None,
         True,
     )
-    assert row.idempotency_key == "rma-1"
+    assert (row.idempotency_key, row.replayed_by) == ("rma-1", "alice")
     assert cli_run.publisher.refunds == [refund_id]
     [event] = cli_run.events(refund_id)
     assert event.kind == "refund_replayed"
@@ -198,7 +199,7 @@ def test_broker_failure_after_commit_is_reported(
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        ((), "name refunds by id or idempotency key, or select them with --status failed"),
+        ((), "name refunds by id or --key KEY, or select them with --status failed"),
         (("abc", "--status", "failed"), "not both"),
         (("--order", "5"), "--status failed"),
         (("--status", "not_sent"), "add --notifications"),
@@ -300,3 +301,36 @@ def test_a_refund_replayed_meanwhile_is_refused_not_replayed_twice(
     assert "still in flight (queued)" in result.stdout
     assert cli_run.publisher.refunds == [refund_id]  # published once, by the first replay
     assert len(cli_run.events(refund_id)) == 1
+
+
+def test_replay_by_key_asks_for_the_tenant_when_tenants_share_it(cli_run: Cli) -> None:
+    erp = cli_run.add("RMA-7", tenant="erp", status="failed", last_error="x")
+    returns = cli_run.add("RMA-7", tenant="returns", status="failed", last_error="y")
+
+    ambiguous = cli_run("replay", "--key", "RMA-7", "--reason", "fixed", "--yes")
+    assert ambiguous.exit_code == 2
+    assert "tenants erp, returns each have key 'RMA-7'" in ambiguous.stderr
+    assert cli_run.publisher.refunds == []
+
+    chosen = cli_run("replay", "--key", "RMA-7", "--tenant", "returns", "--reason", "ok", "--yes")
+    assert chosen.exit_code == 0, chosen.output
+    assert cli_run.publisher.refunds == [returns]
+    assert cli_run.row(erp).status == "failed"
+
+
+def test_a_refund_that_needs_attention_can_be_replayed_once_looked_at(cli_run: Cli) -> None:
+    refund_id = cli_run.add(
+        "att-1", status="needs_attention", attention="credit memo 7 does not fit", in_doubt=True
+    )
+
+    listed = cli_run.json("list", "--status", "needs_attention")
+    assert [(row["id"], row["attention"]) for row in listed] == [
+        (refund_id, "credit memo 7 does not fit")
+    ]
+    result = cli_run("replay", refund_id, "--reason", "checked in Magento", "--yes")
+    assert result.exit_code == 0, result.output
+    row = cli_run.row(refund_id)
+    assert (row.status, row.attention, row.in_doubt) == ("queued", None, True)
+    [event] = cli_run.events(refund_id)
+    assert event.kind == "refund_replayed"
+    assert "previous error: credit memo 7 does not fit" in (event.detail or "")

@@ -18,12 +18,12 @@ import pytest
 from refund_worker.celery_app import create_app
 from refund_worker.db import Database
 from refund_worker.intake import IntakeRejection, enqueue_refunds, validate_request
+from refund_worker.publishing import CeleryPublisher
 from refund_worker.queries import refund_view
 from refund_worker.schemas import SETTLED_STATUSES, RefundReceipt, RefundView
 from refund_worker.settings import Settings
 from refund_worker.simulator import SimulatorState
 from refund_worker.simulator.testing import RunningSimulator, running_simulator
-from refund_worker.tasks import CeleryPublisher
 from tests.magento_schema import OPERATIONS, body_errors
 
 SIM_TOKEN = "e2e-token"

@@ -1,7 +1,8 @@
 """The fault run, small: ~150 refunds through two real workers and beat on a PRIVATE redis-server
 and PostgreSQL while workers are SIGKILLed, Redis restarts empty, Magento commits then fails, 503
 and 429 bursts hit, every message is published twice and the database connections are cut.
-Nothing may be lost, refunded twice, over-refunded or emailed twice (``bench/faultlib.py``)."""
+Nothing may be lost, refunded twice, over-refunded or emailed twice
+(``refund_worker.testing.faults``)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.faultlib import FaultConfig, PrivateRedis, run_fault_run
+from refund_worker.testing.faults import FaultConfig, PrivateRedis, run_fault_run
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.postgres, pytest.mark.redis]
 

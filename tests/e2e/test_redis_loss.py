@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from bench.faultlib import PrivateRedis, private_redis
 from refund_worker.simulator import SimulatorState
+from refund_worker.testing.faults import PrivateRedis, private_redis
 from tests.e2e.conftest import make_stack
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.redis]

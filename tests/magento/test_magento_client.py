@@ -22,6 +22,7 @@ from refund_worker.errors import (
     MagentoUnavailable,
 )
 from refund_worker.magento import CallRecord, MagentoClient
+from refund_worker.reconcile import with_marker
 
 MakeClient = Callable[..., MagentoClient]
 
@@ -222,9 +223,6 @@ def test_store_code_default_and_per_call(make_client: MakeClient, recorder: Any)
         lambda c: c.save_creditmemo({}, store_code="fr"),
         lambda c: c.get_creditmemo(1, store_code="fr"),
         lambda c: c.search_creditmemos(order_id=1, store_code="fr"),
-        lambda c: c.find_creditmemo_by_marker(
-            order_id=1, marker="m", created_from=None, store_code="fr"
-        ),
         lambda c: c.send_creditmemo_email(1, store_code="fr"),
     ],
 )
@@ -650,48 +648,28 @@ def test_search_invoices(make_client: MakeClient, recorder: Any) -> None:
     assert recorder.records[0].operation == "invoice_search"
 
 
-def test_find_creditmemo_by_marker_scans_comments_across_pages(
+def test_search_creditmemos_reads_every_page_and_the_marker_is_found_in_them(
     make_client: MakeClient, recorder: Any
 ) -> None:
-    marker = "refund-worker:9f1c2e:attempt-1"
+    marker = "refund-worker:9f1c2e:ab12"
     memos = [creditmemo(i, "We refunded $5 offline.") for i in range(1, 201)]
-    memos.append(creditmemo(201, "other", f"{marker} customer asked"))
-    memos.append(creditmemo(202, f"{marker} duplicate"))
+    memos.append(creditmemo(201, "other", f"customer asked [{marker}]"))
+    memos.append({"entity_id": 202, "comments": None})
+    memos.append({"entity_id": 203, "comments": [{"comment": None}, "text", {"no": "comment"}]})
     client = make_client(paged_handler(memos))
     since = datetime(2025, 6, 1, tzinfo=UTC)
-    found = client.find_creditmemo_by_marker(order_id=42, marker=marker, created_from=since)
-    assert found is not None
-    assert found["entity_id"] == 201
-    assert len(recorder.requests) == 3  # 100 + 100 + 2
+    found = client.search_creditmemos(order_id=42, created_from=since)
+    assert [memo["entity_id"] for memo in found] == list(range(1, 204))
+    assert [memo["entity_id"] for memo in with_marker(found, marker)] == [201]
+    assert len(recorder.requests) == 3  # 100 + 100 + 3
     params = query(recorder.requests[0])
     assert params["searchCriteria[filter_groups][1][filters][0][value]"] == "2025-06-01 00:00:00"
     assert params["searchCriteria[filter_groups][1][filters][0][condition_type]"] == "gteq"
 
 
-def test_find_creditmemo_by_marker_none_when_absent(make_client: MakeClient) -> None:
-    memos = [
-        creditmemo(1, "refund-worker:9f1c2e:attempt-2"),
-        {"entity_id": 2, "comments": None},
-        {"entity_id": 3},
-        {"entity_id": 4, "comments": [{"comment": None}, "text", {"no": "comment"}]},
-    ]
-    client = make_client(paged_handler(memos))
-    assert (
-        client.find_creditmemo_by_marker(
-            order_id=42, marker="refund-worker:9f1c2e:attempt-1", created_from=None
-        )
-        is None
-    )
-
-
-def test_find_creditmemo_by_marker_refuses_an_empty_marker(make_client: MakeClient) -> None:
-    with pytest.raises(ValueError, match="marker"):
-        make_client(reply({})).find_creditmemo_by_marker(order_id=42, marker="", created_from=None)
-
-
-def test_find_creditmemo_by_marker_propagates_failures(make_client: MakeClient) -> None:
+def test_search_creditmemos_propagates_failures(make_client: MakeClient) -> None:
     client = make_client(reply({"message": "down"}, status=503))
     with pytest.raises(MagentoUnavailable) as caught:
-        client.find_creditmemo_by_marker(order_id=42, marker="m", created_from=None)
+        client.search_creditmemos(order_id=42)
     assert caught.value.outcome_unknown is False
     assert str(caught.value).startswith("creditmemo_search for order 42: ")

@@ -133,10 +133,13 @@ def test_dependencies_wait_for_what_they_need(services: dict[str, Any]) -> None:
                 assert services[target]["restart"] == "no", f"{target} is not one-shot"
             if "profiles" in services[target]:
                 assert rule.get("required") is False, f"{name} needs {target} outside its profile"
-    for name in ("worker", "api"):
+    for name in ("worker", "beat", "api"):
         assert services[name]["depends_on"]["migrate"]["condition"] == (
             "service_completed_successfully"
         )
+    beat_check = services["beat"]["healthcheck"]["test"]
+    assert beat_check[:2] == ["CMD", "refund-worker"]
+    assert check_refund_worker_args(beat_check[2:]) == "check"
     assert set(services["flower"]["depends_on"]) == {"redis"}  # watch even if the DB is down
 
 
@@ -196,10 +199,15 @@ def test_http_health_checks_ask_the_service_itself(services: dict[str, Any]) -> 
     assert services["flower"]["ports"] == ["127.0.0.1:5555:5555"]
 
 
-def test_worker_health_check_pings_this_worker(services: dict[str, Any]) -> None:
+def test_worker_health_check_asks_its_database_then_pings_this_worker(
+    services: dict[str, Any],
+) -> None:
     test = services["worker"]["healthcheck"]["test"]
     assert test[0] == "CMD-SHELL"
-    argv = shlex.split(test[1])
+    database_check, _, ping = test[1].partition(" && ")
+    assert check_refund_worker_args(shlex.split(database_check)[1:]) == "check"
+    assert shlex.split(database_check) == ["refund-worker", "check", "database"]
+    argv = shlex.split(ping)
     assert argv[:2] == ["celery", "-A"]
     module = importlib.import_module(argv[2])
     from celery import Celery

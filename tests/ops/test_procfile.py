@@ -22,12 +22,12 @@ from sqlalchemy import inspect
 from refund_worker.celery_app import create_app
 from refund_worker.db import Database
 from refund_worker.intake import enqueue_refunds, validate_request
+from refund_worker.publishing import CeleryPublisher
 from refund_worker.queries import refund_view
 from refund_worker.schemas import RefundReceipt
 from refund_worker.settings import Settings
 from refund_worker.simulator import SimulatorState
 from refund_worker.simulator.testing import running_simulator
-from refund_worker.tasks import CeleryPublisher
 from tests.e2e.conftest import FAST, SIM_TOKEN
 from tests.ops.conftest import FLOWER_PASSWORD, FLOWER_USER, free_port, wait_until
 from tests.ops.deploy_files import PROCFILE

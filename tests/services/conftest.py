@@ -24,6 +24,7 @@ from refund_worker.refunds import MagentoAPI, RefundService
 from refund_worker.settings import Settings
 from refund_worker.simulator import SimulatorState
 from refund_worker.simulator.testing import RunningSimulator, running_simulator
+from refund_worker.store import EmailStore, RefundStore
 
 TOKEN = "services-token"
 REFUND_ROUTES = frozenset({"order_refund", "invoice_refund", "creditmemo_refund",
@@ -97,6 +98,25 @@ class Wrapped:
         return lambda *args, **kwargs: override(original, *args, **kwargs)
 
 
+class _TestMagento:
+    """The env's shared client, handing each attempt a recording, overridable view of it."""
+
+    def __init__(self, env: Env) -> None:
+        self._env = env
+
+    def recording(self, on_call: Callable[[CallRecord], None]) -> MagentoAPI:
+        env = self._env
+
+        def record(call: CallRecord) -> None:
+            env.calls.append(call)
+            on_call(call)
+
+        if not env.clients:
+            env.clients.append(MagentoClient(env.sim.url, auth=BearerAuth(TOKEN),
+                                             timeout=env.settings.magento_timeout))
+        return Wrapped(env.clients[0].recording(record), env.overrides)  # type: ignore[return-value]
+
+
 @dataclass
 class Env:
     """Everything a service test needs."""
@@ -115,22 +135,18 @@ class Env:
     def state(self) -> SimulatorState:
         return self.sim.state
 
-    def client_factory(self, on_call: Callable[[CallRecord], None]) -> MagentoAPI:
-        def record(call: CallRecord) -> None:
-            self.calls.append(call)
-            on_call(call)
-
-        client = MagentoClient(self.sim.url, auth=BearerAuth(TOKEN),
-                               timeout=self.settings.magento_timeout, on_call=record)
-        self.clients.append(client)
-        return Wrapped(client, self.overrides)  # type: ignore[return-value]
+    @property
+    def magento(self) -> MagentoAPI:
+        """What the services call: each attempt's ``recording`` client reports to ``calls``
+        too, and its methods can be replaced through ``overrides``."""
+        return _TestMagento(self)
 
     def refunds(self, **changes: Any) -> RefundService:
         settings = self.settings.model_copy(update=changes) if changes else self.settings
-        return RefundService(self.database, self.client_factory, settings, clock=self.clock)
+        return RefundService(RefundStore(self.database), self.magento, settings, clock=self.clock)
 
     def notifications(self) -> NotificationService:
-        return NotificationService(self.database, self.client_factory, self.settings,
+        return NotificationService(EmailStore(self.database), self.magento, self.settings,
                                    clock=self.clock)
 
     def order(self, **spec: Any) -> dict[str, Any]:

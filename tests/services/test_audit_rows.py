@@ -10,7 +10,7 @@ from sqlalchemy import select
 
 from refund_worker.magento import CallRecord
 from refund_worker.models import MagentoCall, RefundEvent, utcnow
-from refund_worker.refunds import record_calls
+from refund_worker.store import insert_calls
 from tests.services.conftest import Env
 
 
@@ -59,7 +59,7 @@ def test_an_attempts_calls_are_stored_in_order_however_many(env: Env, count: int
     ]
     before = utcnow()
     with env.database.connection_scope() as connection:
-        record_calls(connection, refund_id, 7, calls)
+        insert_calls(connection, refund_id, 7, calls)
     rows = audit(env, refund_id)
     assert [(r.attempt, r.operation, r.method, r.path, r.http_status, r.duration_ms, r.error)
             for r in rows] == [

@@ -14,6 +14,7 @@ from refund_worker.models import OrderLock
 from refund_worker.notifications import NotificationService
 from refund_worker.ratelimit import NoLimit
 from refund_worker.refunds import AttemptResult
+from refund_worker.store import EmailStore
 from tests.services.conftest import Env
 
 
@@ -73,7 +74,7 @@ class ClockLimiter(NoLimit):
 
 
 def notifier(env: Env, on_acquire: Callable[[], None]) -> NotificationService:
-    return NotificationService(env.database, env.client_factory, env.settings,
+    return NotificationService(EmailStore(env.database), env.magento, env.settings,
                                clock=env.clock, limiter=ClockLimiter(on_acquire))
 
 

@@ -53,17 +53,17 @@ def test_the_claim_takes_only_what_may_be_sent_now(
         lease_expires_at=None if lease_in is None else now + timedelta(seconds=lease_in),
         next_at=None if next_in is None else now + timedelta(seconds=next_in),
     )
-    version = env.row(refund_id).version
+    version = env.row(refund_id).notification_version
     result = env.notifications().send(refund_id)
     assert (result.status, result.detail) == expected
     row = env.row(refund_id)
     operations = [call.operation for call in env.calls[-2:]]
     if attempt is None:
-        assert row.version == version  # untouched
+        assert row.notification_version == version  # untouched
         assert "creditmemo_emails" not in operations
     else:
         assert row.notification_attempts == attempt
-        assert row.version == version + 2  # the claim, then the outcome
+        assert row.notification_version == version + 2  # the claim, then the outcome
         assert operations[-1] == "creditmemo_emails"
         assert ("creditmemo_get" in operations) == (attempt > 1)
         assert len(env.state.emails()) == 1

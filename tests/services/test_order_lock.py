@@ -11,14 +11,14 @@ from sqlalchemy import select
 
 from refund_worker.db import Database
 from refund_worker.models import OrderLock, utcnow
-from refund_worker.refunds import _take_order_lock
+from refund_worker.store import take_order_lock
 
 ORDER = 42
 
 
 def take(database: Database, refund_id: str, now: datetime, until: datetime) -> bool:
     with database.connection_scope() as connection:
-        return _take_order_lock(connection, ORDER, refund_id, now, until)
+        return take_order_lock(connection, ORDER, refund_id, now, until)
 
 
 def lock(database: Database) -> tuple[str, datetime] | None:
@@ -51,7 +51,7 @@ def test_two_refunds_claiming_a_free_order_at_once_get_one_lock(database: Databa
     until = now + timedelta(seconds=60)
     second: list[bool] = []
     with database.connection_scope() as connection:
-        assert _take_order_lock(connection, ORDER, "a", now, until)
+        assert take_order_lock(connection, ORDER, "a", now, until)
         # b's upsert waits on a's uncommitted row (the unique key, or SQLite's write lock)...
         racer = threading.Thread(target=lambda: second.append(take(database, "b", now, until)))
         racer.start()

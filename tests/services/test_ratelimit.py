@@ -11,6 +11,7 @@ import redis
 from refund_worker.errors import MagentoRateLimited
 from refund_worker.ratelimit import RedisCallLimiter
 from refund_worker.refunds import RefundService
+from refund_worker.store import RefundStore
 from tests.services.conftest import Env
 
 pytestmark = pytest.mark.redis
@@ -60,7 +61,7 @@ def test_without_redis_calls_go_through() -> None:
 def test_a_429_from_magento_pauses_every_worker(env: Env, redis_url: str) -> None:
     shared = limiter(redis_url, rate=1000)
     settings = env.settings.model_copy(update={"retry_backoff_max": 5})
-    service = RefundService(env.database, env.client_factory, settings, limiter=shared,
+    service = RefundService(RefundStore(env.database), env.magento, settings, limiter=shared,
                             clock=env.clock)
     env.state.add_fault({"route": "order_get", "kind": "status", "status": 429,
                          "retry_after": 1, "count": 1})

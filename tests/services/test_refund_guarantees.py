@@ -79,7 +79,8 @@ def test_killed_attempt_is_reconciled_once_its_lease_expires(env: Env, when: str
         service.process(refund_id)
     env.overrides.clear()
     row = env.row(refund_id)
-    assert (row.status, row.in_doubt) == ("processing", True)
+    # Left processing: whoever claims it next knows an earlier attempt may have reached Magento.
+    assert row.status == "processing"
 
     requests = env.requests()
     assert service.process(refund_id).detail == "in flight in another worker"
@@ -206,7 +207,8 @@ def test_a_stored_row_that_cannot_be_parsed_fails_with_a_reason(env: Env, stored
         assert row is not None
         row.request_json = stored
     result = env.refunds().process(refund_id)
-    assert (result.status, result.detail) == ("failed", "stored request unreadable")
+    assert result.status == "failed"
+    assert result.detail.startswith("stored request cannot be processed (")
     row = env.row(refund_id)
     assert row.status == "failed"
     assert (row.last_error or "").startswith("stored request cannot be processed (")
@@ -329,7 +331,7 @@ def test_a_success_recorded_by_a_taken_over_attempt_is_kept_and_the_lock_release
         a_recorded.set()
 
     env.overrides["refund_order"] = commit_then_stall
-    env.overrides["find_creditmemo_by_marker"] = search_while_a_records
+    env.overrides["search_creditmemos"] = search_while_a_records
     first = threading.Thread(target=run_a)
     first.start()
     assert a_committed.wait(10)

@@ -10,7 +10,7 @@ from typing import Any
 from sqlalchemy import select
 
 from refund_worker.models import OrderLock, Refund, utcnow
-from refund_worker.sweeper import find_stranded, mark_published
+from refund_worker.sweeper import find_stranded, mark_published, purge_expired_order_locks
 from tests.services.conftest import Env
 
 
@@ -79,12 +79,15 @@ def test_the_sweeper_finds_received_stale_and_abandoned_rows(env: Env) -> None:
                                                  "processing-lease-expired"}
 
 
-def test_the_sweeper_removes_long_expired_order_locks(env: Env) -> None:
+def test_long_expired_order_locks_are_purged_apart_from_finding(env: Env) -> None:
     now = utcnow()
     with env.database.session_scope() as session:
         session.add(OrderLock(order_id=1, refund_id="a", expires_at=now - timedelta(hours=2)))
         session.add(OrderLock(order_id=2, refund_id="b", expires_at=now - timedelta(minutes=5)))
-    find_stranded(env.database, env.settings, now)
+    assert purge_expired_order_locks(env.database, now) == 1
+    with env.database.session_scope() as session:
+        assert list(session.scalars(select(OrderLock.order_id))) == [2]
+    find_stranded(env.database, env.settings, now)  # finding touches no lock
     with env.database.session_scope() as session:
         assert list(session.scalars(select(OrderLock.order_id))) == [2]
 

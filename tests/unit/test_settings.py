@@ -27,8 +27,8 @@ def _clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: object) -> None:
 
 def test_defaults() -> None:
     settings = load_settings()
-    assert settings.broker_url == "redis://localhost:6379/0"
-    assert settings.database_url == "sqlite:///refund_worker.db"
+    assert settings.broker_dsn == "redis://localhost:6379/0"
+    assert settings.database_dsn == "sqlite:///refund_worker.db"
     assert settings.magento_store_code == "default"
 
 
@@ -73,3 +73,43 @@ def test_worker_needs_magento() -> None:
     with pytest.raises(ConfigurationError, match="no Magento credentials"):
         load_settings(magento_url="http://shop").require_magento()
     load_settings(magento_url="http://shop", **OAUTH).require_magento()
+
+
+def test_urls_with_passwords_are_secrets_never_printed() -> None:
+    settings = load_settings(
+        database_url="postgresql+psycopg://refunds:pg-s3cret@db/refunds",
+        broker_url="redis://:redis-s3cret@broker:6379/0",
+    )
+    for shown in (repr(settings), str(settings), settings.model_dump_json()):
+        assert "pg-s3cret" not in shown
+        assert "redis-s3cret" not in shown
+    assert settings.database_dsn.endswith("pg-s3cret@db/refunds")
+    assert settings.broker_dsn == "redis://:redis-s3cret@broker:6379/0"
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("database_url", "not a url", "not a database URL"),
+        ("database_url", "mysql://u:pw@h/d", "'mysql' database is not supported"),
+        ("database_url", "postgresql+asyncpg://u:pw@h/d", "name the psycopg driver"),
+        ("broker_url", "kafka://u:pw@h", "not a broker URL"),
+        ("broker_url", "localhost:6379", "not a broker URL"),
+    ],
+)
+def test_unusable_urls_are_refused_by_name_without_echoing_them(
+    field: str, value: str, message: str
+) -> None:
+    with pytest.raises(ConfigurationError) as caught:
+        load_settings(**{field: value})
+    assert f"REFUND_WORKER_{field.upper()}" in str(caught.value)
+    assert message in str(caught.value)
+    assert "pw" not in str(caught.value).replace("psycopg", "")
+
+
+def test_api_keys_that_are_not_json_are_one_configuration_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("REFUND_WORKER_API_KEYS", '[{"name": ')
+    with pytest.raises(ConfigurationError, match="api_keys"):
+        load_settings()

@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Callable, Sequence
+import uuid
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -28,10 +29,10 @@ from pydantic import ValidationError
 from pydantic.json_schema import models_json_schema
 from starlette.concurrency import run_in_threadpool
 
-from refund_worker import __version__, intake
+from refund_worker import __version__, intake, queries
 from refund_worker.api.body import parse_json, read_body
 from refund_worker.api.coalesce import IntakeCoalescer
-from refund_worker.api.errors import ApiError, PublishFailed, install_error_handlers
+from refund_worker.api.errors import ApiError, install_error_handlers
 from refund_worker.api.errors import validation_errors as _validation_errors
 from refund_worker.api.health import (
     CHECK_TIMEOUT_SECONDS,
@@ -57,9 +58,11 @@ from refund_worker.api.schemas import (
 from refund_worker.db import Database
 from refund_worker.errors import IdempotencyConflict
 from refund_worker.intake import IntakeRejection
-from refund_worker.queries import find_refund, refund_view, to_view
-from refund_worker.replay import NotificationPublisher, RefundFilter, replay, select_refunds
+from refund_worker.publishing import GuardedPublisher, Publisher
+from refund_worker.queries import refund_view, to_view
+from refund_worker.replay import RefundFilter, replay, select_refunds
 from refund_worker.schemas import (
+    MAX_ENTITY_ID,
     RefundReceipt,
     RefundRequest,
     RefundStatus,
@@ -70,7 +73,6 @@ from refund_worker.settings import ApiKey, Settings
 
 log = logging.getLogger(__name__)
 
-_MAX_ENTITY_ID = 2**31 - 1
 #: Bodies up to this size are parsed and validated on the event loop.
 INLINE_PARSE_BYTES = 16 * 1024
 _MAX_KEY_LENGTH = 255
@@ -78,38 +80,12 @@ _MAX_KEY_LENGTH = 255
 # -- wiring ------------------------------------------------------------------------------------
 
 
-class _GuardedPublisher:
-    """Turns a broker failure (after intake committed) into ``PublishFailed``, logged once."""
-
-    def __init__(self, publisher: NotificationPublisher) -> None:
-        self._publisher = publisher
-
-    def publish_refunds(self, refund_ids: Sequence[str]) -> None:
-        self._guard(self._publisher.publish_refunds, refund_ids)
-
-    def publish_notifications(self, refund_ids: Sequence[str]) -> None:
-        self._guard(self._publisher.publish_notifications, refund_ids)
-
-    @staticmethod
-    def _guard(publish: Callable[[Sequence[str]], None], refund_ids: Sequence[str]) -> None:
-        try:
-            publish(refund_ids)
-        except Exception as exc:
-            # The type only: a broker error's text can carry the broker URL and its password.
-            log.error(
-                "publishing %d committed refunds failed (%s); the sweeper will publish them",
-                len(refund_ids),
-                type(exc).__name__,
-            )
-            raise PublishFailed(type(exc).__name__) from exc
-
-
 @dataclass(frozen=True)
 class ApiContext:
     """What the handlers use; one per app, kept in ``app.state``."""
 
     database: Database
-    publisher: NotificationPublisher
+    publisher: Publisher
     intake: IntakeCoalescer
     keys: KeyRing
     max_body_bytes: int
@@ -273,7 +249,9 @@ async def create_refund(
         request = await run_in_threadpool(
             lambda: _refund_request(parse_json(body), idempotency_key)
         )
-    receipt = await asyncio.wrap_future(api.intake.submit(request, created_by=holder.name))
+    receipt = await asyncio.wrap_future(
+        api.intake.submit(request, tenant=holder.tenant_name, created_by=holder.name)
+    )
     if isinstance(receipt, IntakeRejection):
         error = receipt.error
         if isinstance(error, IdempotencyConflict):
@@ -325,6 +303,7 @@ def _accept_batch(api: ApiContext, holder: ApiKey, body: bytes) -> JSONResponse:
             (request for _, request in valid),
             database=api.database,
             publisher=api.publisher,
+            tenant=holder.tenant_name,
             created_by=holder.name,
         )
         if valid
@@ -353,16 +332,28 @@ def _accept_batch(api: ApiContext, holder: ApiKey, body: bytes) -> JSONResponse:
     return JSONResponse(response.model_dump(mode="json"))
 
 
-def _plausible_key(id_or_key: str) -> bool:
-    """Could this be a refund id or an idempotency key (printable ASCII, at most 255)?"""
-    return 0 < len(id_or_key) <= _MAX_KEY_LENGTH and all(
-        "\x21" <= char <= "\x7e" for char in id_or_key
-    )
+def _refund_id(text: str) -> str | None:
+    """``text`` as a refund id (a UUID in its canonical form), or None."""
+    try:
+        refund_id = str(uuid.UUID(text))
+    except ValueError:
+        return None
+    return refund_id if refund_id == text.lower() else None
 
 
-def _not_found(id_or_key: str) -> ApiError:
-    shown = id_or_key if _plausible_key(id_or_key) else "(not a valid id or key)"
-    return ApiError.one(404, f"no refund with id or idempotency key {shown!r}")
+def _not_found(refund_id: str) -> ApiError:
+    if _refund_id(refund_id) is None:
+        return ApiError.one(
+            404,
+            "no refund with that id (a refund id is a UUID; look an idempotency key up with "
+            "GET /v1/refunds?idempotency_key=...)",
+        )
+    return ApiError.one(404, f"no refund with id {refund_id!r}")
+
+
+def _scope(holder: ApiKey) -> str | None:
+    """The tenant a key may see: its own for a producer, every tenant (None) for an operator."""
+    return None if holder.role == "operator" else holder.tenant_name
 
 
 @router.get(
@@ -372,24 +363,44 @@ def _not_found(id_or_key: str) -> ApiError:
     responses=_AUTH_ERRORS,
 )
 def list_refunds(
-    _holder: Caller,
+    holder: Caller,
     api: Context,
     status: RefundStatus | None = None,
-    order_id: Annotated[int | None, Query(ge=1, le=_MAX_ENTITY_ID)] = None,
+    idempotency_key: Annotated[
+        str | None, Query(min_length=1, max_length=_MAX_KEY_LENGTH, pattern=r"^[\x21-\x7e]+$")
+    ] = None,
+    tenant: Annotated[
+        str | None,
+        Query(
+            min_length=1,
+            max_length=64,
+            pattern=r"^[A-Za-z0-9_.-]+$",
+            description="Operators only: one tenant's refunds (producers always see their own)",
+        ),
+    ] = None,
+    order_id: Annotated[int | None, Query(ge=1, le=MAX_ENTITY_ID)] = None,
     since: Annotated[
         datetime | None,
         Query(description="Created at or after (ISO 8601; without an offset, UTC)"),
     ] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_LIST_LIMIT)] = DEFAULT_LIST_LIMIT,
 ) -> JSONResponse:
-    """Refunds matching every given filter."""
+    """Refunds matching every given filter; a producer sees only its own tenant's."""
     if since is not None:
         try:
             since = (since if since.tzinfo else since.replace(tzinfo=UTC)).astimezone(UTC)
         except OverflowError:
             raise ApiError.one(422, "out of range", field="since") from None
+    scope = _scope(holder)
+    if tenant is not None and scope is not None and tenant != scope:
+        raise ApiError.one(403, "a producer key sees only its own tenant's refunds", field="tenant")
     refund_filter = RefundFilter(
-        status=status.value if status else None, order_id=order_id, since=since, limit=limit
+        status=status.value if status else None,
+        keys=(idempotency_key,) if idempotency_key else (),
+        tenant=scope or tenant,
+        order_id=order_id,
+        since=since,
+        limit=limit,
     )
     with api.database.session_scope() as session:
         views = [to_view(row) for row in select_refunds(session, refund_filter)]
@@ -399,24 +410,25 @@ def list_refunds(
 
 
 @router.get(
-    "/v1/refunds/{id_or_key:path}",
+    "/v1/refunds/{refund_id}",
     summary="One refund, with its Magento calls",
     response_model=RefundView,
     responses={404: {**_ERROR_MODEL, "description": "No such refund"}, **_AUTH_ERRORS},
 )
-def get_refund(_holder: Caller, api: Context, id_or_key: str) -> JSONResponse:
-    """A refund by id or idempotency key."""
-    if not _plausible_key(id_or_key):
-        raise _not_found(id_or_key)
+def get_refund(holder: Caller, api: Context, refund_id: str) -> JSONResponse:
+    """A refund by id; a producer sees only its own tenant's (another's is a 404)."""
+    canonical = _refund_id(refund_id)
+    if canonical is None:
+        raise _not_found(refund_id)
     with api.database.session_scope() as session:
-        view = refund_view(session, id_or_key)
+        view = refund_view(session, canonical, tenant=_scope(holder))
     if view is None:
-        raise _not_found(id_or_key)
+        raise _not_found(canonical)
     return JSONResponse(view.model_dump(mode="json"))
 
 
 @router.post(
-    "/v1/refunds/{id_or_key:path}/replay",
+    "/v1/refunds/{refund_id}/replay",
     status_code=202,
     summary="Replay a failed refund (or its failed email); operators only",
     response_model=RefundView,
@@ -432,15 +444,15 @@ def get_refund(_holder: Caller, api: Context, id_or_key: str) -> JSONResponse:
     ),
 )
 async def replay_refund(
-    http_request: Request, holder: Operator, id_or_key: str
+    http_request: Request, holder: Operator, refund_id: str
 ) -> JSONResponse:
     """Re-queue a failed refund; the next attempt first looks in Magento for its credit memo."""
     api = _context(http_request)
     body = await read_body(http_request, api.max_body_bytes)
-    return await run_in_threadpool(_replay, api, holder, id_or_key, body)
+    return await run_in_threadpool(_replay, api, holder, refund_id, body)
 
 
-def _replay(api: ApiContext, holder: ApiKey, id_or_key: str, body: bytes) -> JSONResponse:
+def _replay(api: ApiContext, holder: ApiKey, refund_id: str, body: bytes) -> JSONResponse:
     document = parse_json(body)
     if not isinstance(document, dict):
         raise ApiError.one(422, 'the body must be a JSON object: {"reason": "..."}')
@@ -448,13 +460,13 @@ def _replay(api: ApiContext, holder: ApiKey, id_or_key: str, body: bytes) -> JSO
         request = ReplayRequest.model_validate(document)
     except ValidationError as exc:
         raise ApiError(422, _validation_errors(exc)) from None
-    if not _plausible_key(id_or_key):
-        raise _not_found(id_or_key)
+    canonical = _refund_id(refund_id)
+    if canonical is None:
+        raise _not_found(refund_id)
+    refund_id = canonical
     with api.database.session_scope() as session:
-        row = find_refund(session, id_or_key)
-        refund_id = row.id if row is not None else None
-    if refund_id is None:
-        raise _not_found(id_or_key)
+        if queries.get_refund(session, refund_id) is None:
+            raise _not_found(refund_id)
     report = replay(
         api.database,
         api.publisher,
@@ -531,7 +543,7 @@ class RefundApi(FastAPI):
 def create_app(
     *,
     database: Database,
-    publisher: NotificationPublisher,
+    publisher: Publisher,
     settings: Settings,
     broker_check: Check | None = None,
 ) -> FastAPI:
@@ -540,8 +552,8 @@ def create_app(
     ``broker_check`` answers whether the broker is reachable for ``/healthz``; by default a Redis
     PING to ``settings.broker_url`` when it is Redis (other brokers show as ``unchecked``).
     """
-    default_check = default_broker_check(settings.broker_url) if broker_check is None else None
-    guarded = _GuardedPublisher(publisher)
+    default_check = default_broker_check(settings.broker_dsn) if broker_check is None else None
+    guarded = GuardedPublisher(publisher)
     coalescer = IntakeCoalescer(database, guarded)
 
     @asynccontextmanager

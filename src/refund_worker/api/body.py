@@ -6,13 +6,12 @@ that matters is of the bytes actually received, which also covers chunked bodies
 
 from __future__ import annotations
 
-import json
-from decimal import Decimal
 from typing import Any
 
 from fastapi import Request
 
 from refund_worker.api.errors import ApiError
+from refund_worker.schemas import load_json
 
 
 def _too_large(limit: int) -> ApiError:
@@ -34,20 +33,17 @@ async def read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-def _no_constants(name: str) -> Any:
-    raise ValueError(f"{name} is not valid JSON")
-
-
 def parse_json(body: bytes) -> Any:
     """The JSON document in ``body``; 400 when it is not JSON.
 
     Numbers with a fraction become ``Decimal`` (never a float), so money keeps every digit;
-    ``NaN`` and ``Infinity`` are refused as the JSON standard does.
+    ``NaN`` and ``Infinity`` are refused as the JSON standard does, and so is a key given twice
+    in one object (``{"order_id": 9, "order_id": 1}`` is not read as order 1).
     """
     if not body.strip():
         raise ApiError.one(400, "malformed JSON: the body is empty")
     try:
-        return json.loads(body, parse_float=Decimal, parse_constant=_no_constants)
+        return load_json(body)
     except RecursionError:
         raise ApiError.one(400, "malformed JSON: nested too deeply") from None
     except ValueError as exc:  # JSONDecodeError, bad UTF-8, NaN/Infinity

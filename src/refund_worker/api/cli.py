@@ -37,18 +37,23 @@ def api_command(host: str, port: int, workers: int) -> None:
     type=click.Choice(["producer", "operator"]),
     default="producer",
     show_default=True,
-    help="producer: enqueue and read refunds; operator: also replay.",
+    help="producer: enqueue and read its tenant's refunds; operator: read every tenant's, replay.",
 )
-def api_key_command(name: str, role: str) -> None:
+@click.option(
+    "--tenant",
+    help="The tenant the key acts for (default: NAME); give an old key's tenant to rotate it.",
+)
+def api_key_command(name: str, role: str, tenant: str | None) -> None:
     """Make an API key for NAME: prints the key (once) and the entry for REFUND_WORKER_API_KEYS."""
     key, digest = generate_api_key()
     try:
-        entry = ApiKey(name=name, role=role, sha256=digest)
+        entry = ApiKey(name=name, role=role, sha256=digest, tenant=tenant)
     except ValueError as exc:
         raise click.BadParameter(
-            "use 1-64 letters, digits, '.', '_' or '-'", param_hint="NAME"
+            "use 1-64 letters, digits, '.', '_' or '-'",
+            param_hint="--tenant" if tenant is not None and "tenant" in str(exc) else "NAME",
         ) from exc
     click.echo(f"API key for {name} ({role}); shown only now, give it to its holder:")
     click.echo(key)
     click.echo("Add this entry to the JSON list in REFUND_WORKER_API_KEYS:")
-    click.echo(json.dumps(entry.model_dump(), separators=(", ", ": ")))
+    click.echo(json.dumps(entry.model_dump(exclude_none=True), separators=(", ", ": ")))

@@ -4,7 +4,7 @@ One ``enqueue_refund`` costs two transactions and a broker round trip, almost al
 overhead; under load that caps a process at a few hundred requests a second. Here each handler
 hands its validated request to a queue and awaits a future; flusher threads take whatever has
 queued up (at least one, at most ``max_group``) and pass it to ``intake.enqueue_refunds`` at once,
-per key holder (``created_by``). Nothing waits for company: an idle server flushes a lone request
+per tenant and key holder. Nothing waits for company: an idle server flushes a lone request
 at once, and groups grow only while a flush is already running. A request whose client went away
 before its group was taken (its future cancelled) is dropped unstored.
 
@@ -35,7 +35,7 @@ Outcome = RefundReceipt | IntakeRejection
 @dataclass(frozen=True)
 class _Pending:
     request: RefundRequest
-    created_by: str | None
+    holder: tuple[str, str | None]  # (tenant, created_by)
     outcome: Future[Outcome]
 
 
@@ -61,16 +61,15 @@ class IntakeCoalescer:
         self._lock = threading.Lock()
         self._closed = False
 
-    def submit(self, request: RefundRequest, *, created_by: str | None) -> Future[Outcome]:
-        """A future of what ``enqueue_refunds([request])`` answers (or raises)."""
+    def submit(
+        self, request: RefundRequest, *, tenant: str, created_by: str | None
+    ) -> Future[Outcome]:
+        """A future of what ``enqueue_refunds([request], tenant=..., created_by=...)`` answers
+        (or raises)."""
         self._start()
-        pending = _Pending(request, created_by, Future())
+        pending = _Pending(request, (tenant, created_by), Future())
         self._queue.put(pending)
         return pending.outcome
-
-    def enqueue(self, request: RefundRequest, *, created_by: str | None) -> Outcome:
-        """What ``enqueue_refunds([request])`` answers; raises what it raises (blocking)."""
-        return self.submit(request, created_by=created_by).result()
 
     def close(self) -> None:
         """Finish what is queued, then stop the flusher threads."""
@@ -117,16 +116,17 @@ class IntakeCoalescer:
                 return
 
     def _flush(self, group: list[_Pending]) -> None:
-        by_holder: dict[str | None, list[_Pending]] = defaultdict(list)
+        by_holder: dict[tuple[str, str | None], list[_Pending]] = defaultdict(list)
         for pending in group:
             if pending.outcome.set_running_or_notify_cancel():  # False: cancelled, dropped
-                by_holder[pending.created_by].append(pending)
-        for created_by, members in by_holder.items():
+                by_holder[pending.holder].append(pending)
+        for (tenant, created_by), members in by_holder.items():
             try:
                 outcomes = intake.enqueue_refunds(
                     [member.request for member in members],
                     database=self._database,
                     publisher=self._publisher,
+                    tenant=tenant,
                     created_by=created_by,
                 )
             except BaseException as exc:  # every member's failure; the thread goes on

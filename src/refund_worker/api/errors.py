@@ -20,7 +20,7 @@ from pydantic_core import ErrorDetails
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from refund_worker.api.schemas import FieldError
-from refund_worker.errors import DatabaseUnavailable
+from refund_worker.errors import BrokerUnavailable, DatabaseUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -61,10 +61,6 @@ class ApiError(Exception):
     ) -> ApiError:
         """An error with a single problem."""
         return cls(status_code, [FieldError(field=field, message=message)], **kwargs)
-
-
-class PublishFailed(Exception):
-    """Raised when the broker refused a message after the refunds were committed."""
 
 
 def field_errors(
@@ -167,5 +163,5 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _request_validation_error)
     app.add_exception_handler(DatabaseUnavailable, _database_unavailable)
-    app.add_exception_handler(PublishFailed, _publish_failed)
+    app.add_exception_handler(BrokerUnavailable, _publish_failed)
     app.add_exception_handler(Exception, _unexpected)

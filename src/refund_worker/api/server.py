@@ -15,10 +15,10 @@ def build_app(settings: Settings | None = None) -> FastAPI:
     from refund_worker.api.app import create_app
     from refund_worker.celery_app import create_app as create_celery_app
     from refund_worker.db import Database
-    from refund_worker.tasks import CeleryPublisher
+    from refund_worker.publishing import CeleryPublisher
 
     settings = settings or get_settings()
-    database = Database.from_url(settings.database_url, pool_size=settings.database_pool_size)
+    database = Database.from_url(settings.database_dsn, pool_size=settings.database_pool_size)
     database.prepare()
     publisher = CeleryPublisher(create_celery_app(settings))
     return create_app(database=database, publisher=publisher, settings=settings)

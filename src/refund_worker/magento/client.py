@@ -9,6 +9,7 @@ to ``on_call`` as a :class:`CallRecord`, succeeded or not.
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import re
@@ -178,6 +179,13 @@ class MagentoClient:
 
     # ------------------------------------------------------------------ lifecycle
 
+    def recording(self, on_call: Callable[[CallRecord], None]) -> Self:
+        """This client, reporting each of its calls to ``on_call`` (an attempt's audit); the
+        connections are shared, so it costs one small object."""
+        twin = copy.copy(self)
+        twin._on_call = on_call
+        return twin
+
     def close(self) -> None:
         """Close the transport's connections; the client cannot send after this."""
         self._closed = True
@@ -320,32 +328,6 @@ class MagentoClient:
             subject=f"order {order_id}",
             store_code=store_code,
         )
-
-    def find_creditmemo_by_marker(
-        self,
-        *,
-        order_id: int,
-        marker: str,
-        created_from: datetime | None,
-        store_code: str | None = None,
-    ) -> dict[str, Any] | None:
-        """The order's credit memo whose comments contain ``marker``, or ``None`` (§10).
-
-        If several match (which should never happen), the one with the lowest ``entity_id``.
-        """
-        if not marker:
-            raise ValueError("an empty marker would match every credit memo")
-        for creditmemo in self.search_creditmemos(
-            order_id=order_id, created_from=created_from, store_code=store_code
-        ):
-            comments = creditmemo.get("comments") or []
-            if not isinstance(comments, list):
-                continue
-            for comment in comments:
-                text = comment.get("comment") if isinstance(comment, dict) else None
-                if isinstance(text, str) and marker in text:
-                    return creditmemo
-        return None
 
     def send_creditmemo_email(self, creditmemo_id: int, *, store_code: str | None = None) -> bool:
         """POST ``/V1/creditmemo/{creditmemo_id}/emails``; True if Magento sent the email.

@@ -12,7 +12,7 @@ engine = config.attributes.get("engine")
 if engine is None:
     from refund_worker.settings import get_settings
 
-    engine = create_engine(get_settings().database_url)
+    engine = create_engine(get_settings().database_dsn)
 
 with engine.connect() as connection:
     context.configure(

@@ -21,6 +21,7 @@ everything known about it to ``diagnostics.json`` next to the logs.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import random
@@ -48,9 +49,9 @@ from refund_worker.celery_app import create_app
 from refund_worker.db import Database, upgrade
 from refund_worker.intake import IntakeRejection, enqueue_refunds, validate_request
 from refund_worker.models import MagentoCall, Refund, RefundEvent
+from refund_worker.publishing import CeleryPublisher
 from refund_worker.settings import Settings
 from refund_worker.simulator.testing import LISTENING_PREFIX
-from refund_worker.tasks import CeleryPublisher
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -506,7 +507,7 @@ def plan(config: FaultConfig, rng: random.Random) -> list[PlannedOrder]:
 
 
 def payloads(orders: list[PlannedOrder], run_id: str) -> list[dict[str, Any]]:
-    out = []
+    out: list[dict[str, Any]] = []
     for order in orders:
         summary = order.order
         for refund in order.refunds:
@@ -672,7 +673,7 @@ class Chaos:
         for share in self.config.db_breaks:
             schedule.append((share * window, self._break_database))
         for share, status, seconds in self.config.bursts:
-            schedule.append((share * window, lambda s=status, d=seconds: self._burst(s, d)))
+            schedule.append((share * window, functools.partial(self._burst, status, seconds)))
         for moment, action in sorted(schedule, key=lambda item: item[0]):
             if not self._sleep_until(moment):
                 return
@@ -840,7 +841,11 @@ def evaluate(
 
     accepted = len(rows)
     missing = sorted(set(keys) - {row.idempotency_key for row in rows.values()})
-    unsettled = [r.id for r in rows.values() if r.status not in ("succeeded", "failed")]
+    settled = ("succeeded", "failed", "needs_attention")
+    unsettled = [r.id for r in rows.values() if r.status not in settled]
+    # Nothing is forged in this run: a refund that needs attention is the worker's mistake.
+    attention = [r.id for r in rows.values() if r.status == "needs_attention"]
+    violations["needs_attention"] = attention
     succeeded = [r for r in rows.values() if r.status == "succeeded"]
     failed = [r for r in rows.values() if r.status == "failed"]
     duplicates = {rid: [m["entity_id"] for m in ms] for rid, ms in by_marker.items() if len(ms) > 1}
@@ -952,6 +957,7 @@ def evaluate(
             not wrong_emails and not stray_emails,
         ),
         Check("over-refunded orders (must be 0)", len(over), not over),
+        Check("needing attention (must be 0: nothing forged)", len(attention), not attention),
         Check("time until last refund settled (s)", last_settled),
     ]
     figures = {
@@ -968,6 +974,7 @@ def evaluate(
         "emails": len(emails),
         "notification_status": dict(notification_status),
         "over_refunded_orders": len(over),
+        "needs_attention": len(attention),
         "orders": len(orders),
         "last_settled_seconds": last_settled,
         "attempts_histogram": {str(k): v for k, v in sorted(attempts.items())},
