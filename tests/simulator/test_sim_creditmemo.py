@@ -128,7 +128,7 @@ def test_low_level_refund_of_an_existing_refunded_memo(client: httpx.Client) -> 
 def test_low_level_refund_of_an_open_memo_saved_before(client: httpx.Client) -> None:
     saved = client.post("/V1/creditmemo", json={"entity": document(state=1)}).json()
     assert saved["state"] == 1
-    assert order(client, 2)["total_refunded"] == 0.0
+    assert order(client, 2).get("total_refunded") is None  # null until a refund
     refunded = client.post(
         "/V1/creditmemo/refund",
         json={

@@ -46,7 +46,8 @@ def test_offline_refund_of_an_online_invoice(client: httpx.Client) -> None:
     memo = client.get(f"/V1/creditmemo/{refund(client, 1, {'isOnline': False}).json()}").json()
     assert "transaction_id" not in memo
     after = order(client, 1)
-    assert (after["total_offline_refunded"], after["total_online_refunded"]) == (153.97, 0.0)
+    assert after["total_offline_refunded"] == 153.97
+    assert "total_online_refunded" not in after  # null: nothing was refunded online
 
 
 @pytest.mark.parametrize("is_online", [True, False])

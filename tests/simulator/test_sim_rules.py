@@ -75,17 +75,20 @@ def test_invoice_limits_cap_the_default_quantities(store: SimulatorState) -> Non
     assert invoice_refund_limits(invoice, {1: 1.5}) == {1: 0.5, 2: 1.0}
     draft = build_from_invoice(order, invoice, {1: 2.0}, RefundRequest())
     assert [(i.order_item.item_id, i.qty) for i in draft.items] == [(2, 1.0)]
-    over = build_from_invoice(
+    # CreditmemoFactory::createByInvoice leaves out an item the invoice has no quantity left
+    # of, and cuts a quantity down to what the invoice has left, without a word: asking for
+    # the used-up item refunds only the shipping; asking for 2 where 1 is left refunds 1.
+    asked = RefundRequest.from_params({"items": [{"order_item_id": 1, "qty": 1}]})
+    over = build_from_invoice(order, invoice, {1: 2.0}, asked)
+    assert [(i.order_item.item_id, i.qty) for i in over.items] == [(2, 0.0)]
+    assert (over.grand_total, validate(order, over, asked)) == (10.0, [])
+    capped = build_from_invoice(
         order,
         invoice,
-        {1: 2.0},
-        RefundRequest.from_params({"items": [{"order_item_id": 1, "qty": 1}]}),
+        {1: 1.0},
+        RefundRequest.from_params({"items": [{"order_item_id": 1, "qty": 2}]}),
     )
-    assert validate(
-        order, over, RefundRequest.from_params({"items": [{"order_item_id": 1, "qty": 1}]})
-    )[:1] == [
-        'The quantity to creditmemo must not be greater than the unrefunded quantity for product SKU "HOODIE-M".'  # noqa: E501
-    ]
+    assert [(i.order_item.item_id, i.qty) for i in capped.items] == [(1, 1.0), (2, 0.0)]
 
 
 def test_resolve_state_and_can_creditmemo(store: SimulatorState) -> None:

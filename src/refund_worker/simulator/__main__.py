@@ -3,6 +3,7 @@
 ::
 
     python -m refund_worker.simulator --host 127.0.0.1 --port 8081 --seed demo \\
+        [--import orders.json ...] \\
         [--token T | --token T=Magento_Sales::creditmemo,Magento_Sales::sales_creditmemo ...] \\
         [--admin-user admin:admin123 ...] [--oauth KEY:SECRET:TOKEN:TOKEN_SECRET ...] \\
         [--store-code us ...] [--fault-seed 42] [--log-level warning]
@@ -34,6 +35,15 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8081, help="0 picks a free port")
     parser.add_argument("--seed", default=None, help='"demo", a JSON file of order specs, or none')
+    parser.add_argument(
+        "--import",
+        dest="import_files",
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="orders in Magento's entity form (GET /V1/orders/{id} and its invoices and credit "
+        "memos), loaded after the seed and again on every reset (repeatable)",
+    )
     parser.add_argument(
         "--token",
         action="append",
@@ -112,6 +122,7 @@ def main(argv: list[str] | None = None) -> int:
             oauth_credentials=_oauth(args.oauth),
             store_codes=args.store_code,
             fault_seed=args.fault_seed,
+            import_files=args.import_files,
         )
     except (SeedError, ValueError) as exc:
         print(f"simulator: {exc}", file=sys.stderr)

@@ -20,12 +20,13 @@ import socket
 import struct
 import time
 from typing import cast
+from urllib.parse import parse_qsl
 
 from starlette.applications import Starlette
 from starlette.routing import Mount
 from starlette.types import Receive, Scope, Send
 
-from . import control
+from . import control, partial
 from .errors import MagentoError, dumps, internal_error, route_not_found
 from .faults import Fault
 from .routes import ROUTES, Call, Route, Router
@@ -149,9 +150,9 @@ class SimulatorHandler:
         """Auth, parsing and the service, synchronously: nothing else runs meanwhile."""
         query_string = scope["query_string"].decode("latin-1")
         try:
+            host = ""
             if route.resource is not None:
                 authorization = None
-                host = ""
                 for name, value in scope["headers"]:
                     if name == b"authorization":
                         authorization = value.decode("latin-1")
@@ -168,7 +169,11 @@ class SimulatorHandler:
                     url=url,
                     query_string=query_string,
                 )
-            payload = route.handler(self.state, Call(params, body, query_string))
+            payload = route.handler(self.state, Call(params, body, query_string, host))
+            if "fields=" in query_string:
+                fields = _fields_param(query_string)
+                if fields:
+                    payload = partial.filter_response(payload, fields)
             return 200, dumps(payload), None
         except MagentoError as exc:
             headers = [(k.encode(), v.encode()) for k, v in exc.headers.items()] or None
@@ -238,6 +243,15 @@ class SimulatorHandler:
         except control.ControlError as exc:
             status, payload = exc.status, {"message": exc.message}
         return await _respond(send, status, dumps(payload))
+
+
+def _fields_param(query_string: str) -> str:
+    """The last ``fields`` query parameter (PHP's ``$_GET`` keeps the last one)."""
+    value = ""
+    for key, found in parse_qsl(query_string, keep_blank_values=True):
+        if key == "fields":
+            value = found
+    return value
 
 
 def _order_id_in(body: bytes) -> int | None:

@@ -4,11 +4,14 @@
 method   path                             what
 =======  ===============================  ================================================
 GET      /_simulator/health               ``{"status": "ok"}``
-POST     /_simulator/orders               create an order from a compact spec (``orderspec``)
-POST     /_simulator/orders:batch         ``{"orders": [spec, ...]}`` (or a list)
+POST     /_simulator/orders               create an order: a compact spec (``orderspec``), or
+                                          Magento's entity form ``{"order": {...},
+                                          "invoices": [...], "creditmemos": [...]}`` (``imports``)
+POST     /_simulator/orders:batch         ``{"orders": [spec or import, ...]}`` (or a list)
 GET      /_simulator/orders/{id}          the order as ``GET /V1/orders/{id}`` shows it
 GET      /_simulator/creditmemos          every credit memo, with order id, items, comments
 GET      /_simulator/emails               the outbox
+GET      /_simulator/stock                what refunds returned to stock, by product
 GET      /_simulator/requests?limit=N     request log: method, path, route, status, duration
 GET      /_simulator/bodies?limit=N       bodies of refund/credit memo/comment POSTs received
 POST     /_simulator/reset                back to the seed (body ``{"seed": ...}`` optional)
@@ -121,6 +124,8 @@ def handle(
             return 200, state.creditmemos()
         if key == ("GET", "/emails"):
             return 200, state.emails()
+        if key == ("GET", "/stock"):
+            return 200, state.stock()
         if key == ("GET", "/requests"):
             return 200, state.requests(_limit(query_string))
         if key == ("GET", "/bodies"):

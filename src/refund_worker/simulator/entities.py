@@ -1,14 +1,28 @@
-"""Orders, invoices and credit memos held by the simulator, and their Magento JSON shapes.
+"""Orders, invoices and credit memos held by the simulator, stored as Magento's own JSON.
 
-All amounts are in one currency (base = order currency, rates 1.0). Orders and invoices are
-dataclasses because refunds compute with them; a credit memo is kept as the document Magento
-would store (``columns`` + ``items`` + ``comments``) because callers may supply it whole.
+Each record keeps the entity exactly as ``GET /V1/orders/{id}`` (``/V1/invoices/{id}``,
+``/V1/creditmemo/{id}``) shows it, in ``data``: amounts are stored, never re-derived from the
+items, so an imported production order keeps its totals. The typed attributes below
+(``order.total_paid``, ``item.qty_invoiced``...) read and write fields of ``data``; a missing or
+null field reads as 0. The refund rules use both currencies: ``base_*`` fields are in the base
+currency, the others in the order currency (``base_to_order_rate`` converts).
+
+Items know their parent and children (``parent_item_id``) and whether Magento treats them as
+*dummies* (``Order/Item.php``: ``isDummy``): a configurable's child and a fixed-price bundle's
+children are dummies (the parent carries the price), a dynamic-price bundle's parent is a dummy
+(the children carry the prices). Magento decides from ``product_options.product_calculations``
+(a ``sales_order_item`` column that the REST API never shows); the simulator reads it when an
+imported item carries ``product_options``, and otherwise infers it: a configurable parent
+calculates, a bundle whose children carry no price is a fixed-price bundle.
+
+JSON output follows Magento's: a field that is null is left out, except for the few getters
+that the interface declares non-nullable (``payment.account_status``, ``payment.cc_last4``).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Iterable
+from typing import Any, TypeVar, overload
 
 OFFLINE_METHODS = frozenset({"checkmo", "banktransfer", "cashondelivery", "purchaseorder"})
 FREE_METHOD = "free"
@@ -37,7 +51,36 @@ FORBIDDEN_REFUND_STATES = ("payment_review", "holded", "canceled", "closed")
 
 CREDITMEMO_STATE_OPEN = 1
 CREDITMEMO_STATE_REFUNDED = 2
+CREDITMEMO_STATE_CANCELED = 3
 INVOICE_STATE_PAID = 2
+
+CALCULATE_CHILD = 0  # Catalog\Model\Product\Type\AbstractType::CALCULATE_CHILD
+CALCULATE_PARENT = 1
+SHIPMENT_SEPARATELY = 1
+STOCKLESS_TYPES = frozenset({"configurable", "bundle", "grouped"})  # no stock of their own
+
+# sales-data-total-interface: the shipping figures of a shipping assignment, as on the order.
+SHIPPING_TOTAL_FIELDS = (
+    *tuple(
+        prefix + name
+        for prefix in ("base_", "")
+        for name in [
+            "shipping_amount",
+            "shipping_canceled",
+            "shipping_discount_amount",
+            "shipping_incl_tax",
+            "shipping_invoiced",
+            "shipping_refunded",
+            "shipping_tax_amount",
+            "shipping_tax_refunded",
+        ]
+    ),
+    "shipping_discount_tax_compensation_amount",
+    "base_shipping_discount_tax_compensation_amnt",
+)
+
+# Getters the interfaces declare non-nullable: Magento sends null rather than leaving them out.
+_KEEP_NULL = {"payment": frozenset({"account_status", "cc_last4"})}
 
 
 def is_online_method(method: str) -> bool:
@@ -45,383 +88,505 @@ def is_online_method(method: str) -> bool:
     return method not in OFFLINE_METHODS and method != FREE_METHOD
 
 
-def _drop_none(values: dict[str, Any]) -> dict[str, Any]:
-    return {key: value for key, value in values.items() if value is not None}
+def clean(value: Any, keep_null: frozenset[str] = frozenset()) -> Any:
+    """A deep copy of JSON ``value`` without null fields (Magento leaves them out)."""
+    if isinstance(value, dict):
+        out: dict[str, Any] = {}
+        for key, item in value.items():
+            if item is None:
+                if key in keep_null:
+                    out[key] = None
+                continue
+            if isinstance(item, (dict, list)):
+                item = clean(item, _KEEP_NULL.get(key, frozenset()))
+            out[key] = item
+        return out
+    if isinstance(value, list):
+        return [clean(item) if isinstance(item, (dict, list)) else item for item in value]
+    return value
 
 
-@dataclass(slots=True)
-class OrderItem:
-    item_id: int
-    order_id: int
-    sku: str
-    name: str
-    product_id: int
-    product_type: str
-    qty_ordered: float
-    price: float
-    tax_per_unit: float
-    is_qty_decimal: bool
-    qty_invoiced: float = 0.0
-    qty_shipped: float = 0.0
-    qty_refunded: float = 0.0
-    qty_canceled: float = 0.0
-    qty_returned: float = 0.0
-    tax_invoiced: float = 0.0
-    tax_refunded: float = 0.0
-    row_invoiced: float = 0.0
-    amount_refunded: float = 0.0
-    parent_item_id: int | None = None
-    created_at: str = ""
-    updated_at: str = ""
+R = TypeVar("R", bound="Record")
+
+
+class Record:
+    """A Magento entity held as its JSON object."""
+
+    __slots__ = ("data",)
+
+    def __init__(self, data: dict[str, Any]) -> None:
+        self.data = data
+
+
+class Num:
+    """A numeric field of ``data``: null or missing reads as 0.0."""
+
+    __slots__ = ("key",)
+
+    def __init__(self) -> None:
+        self.key = ""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.key = name
+
+    @overload
+    def __get__(self, obj: None, owner: type | None = None) -> Num: ...
+    @overload
+    def __get__(self, obj: Record, owner: type | None = None) -> float: ...
+    def __get__(self, obj: Record | None, owner: type | None = None) -> float | Num:
+        if obj is None:
+            return self
+        value = obj.data.get(self.key)
+        return 0.0 if value is None else value
+
+    def __set__(self, obj: Record, value: float) -> None:
+        obj.data[self.key] = value
+
+
+class Int:
+    """An integer field of ``data``: null or missing reads as 0."""
+
+    __slots__ = ("key",)
+
+    def __init__(self) -> None:
+        self.key = ""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.key = name
+
+    @overload
+    def __get__(self, obj: None, owner: type | None = None) -> Int: ...
+    @overload
+    def __get__(self, obj: Record, owner: type | None = None) -> int: ...
+    def __get__(self, obj: Record | None, owner: type | None = None) -> int | Int:
+        if obj is None:
+            return self
+        value = obj.data.get(self.key)
+        return 0 if value is None else int(value)
+
+    def __set__(self, obj: Record, value: int) -> None:
+        obj.data[self.key] = value
+
+
+class Str:
+    """A string field of ``data``: null or missing reads as ""."""
+
+    __slots__ = ("key",)
+
+    def __init__(self) -> None:
+        self.key = ""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.key = name
+
+    @overload
+    def __get__(self, obj: None, owner: type | None = None) -> Str: ...
+    @overload
+    def __get__(self, obj: Record, owner: type | None = None) -> str: ...
+    def __get__(self, obj: Record | None, owner: type | None = None) -> str | Str:
+        if obj is None:
+            return self
+        value = obj.data.get(self.key)
+        return "" if value is None else str(value)
+
+    def __set__(self, obj: Record, value: str) -> None:
+        obj.data[self.key] = value
+
+
+def _getter(kind: type, key: str) -> Any:
+    if kind is Num:
+        return lambda self: self.data.get(key) or 0.0
+    if kind is Int:
+        return lambda self: int(self.data.get(key) or 0)
+    return lambda self: str(self.data.get(key) or "")
+
+
+def _setter(key: str) -> Any:
+    def set_field(self: Record, value: Any) -> None:
+        self.data[key] = value
+
+    return set_field
+
+
+def fields_as_properties(cls: type[R]) -> type[R]:
+    """Swap the Num/Int/Str descriptors for plain properties: same reads, a third faster.
+
+    The descriptors stay what mypy sees (typed fields); the refund path reads about a hundred
+    fields per refund, so the speed shows in ``bench/bench_simulator.py``.
+    """
+    for name, value in list(vars(cls).items()):
+        if isinstance(value, (Num, Int, Str)):
+            setattr(cls, name, property(_getter(type(value), value.key), _setter(value.key)))
+    return cls
+
+
+@fields_as_properties
+class OrderItem(Record):
+    """One ``sales_order_item`` row (``sales-data-order-item-interface``)."""
+
+    __slots__ = ("children", "options", "parent")
+
+    item_id = Int()
+    order_id = Int()
+    product_id = Int()
+    sku = Str()
+    name = Str()
+    product_type = Str()
+    qty_ordered = Num()
+    qty_invoiced = Num()
+    qty_shipped = Num()
+    qty_refunded = Num()
+    qty_canceled = Num()
+    qty_returned = Num()
+    price = Num()
+    base_price = Num()
+    price_incl_tax = Num()
+    base_price_incl_tax = Num()
+    row_total = Num()
+    base_row_total = Num()
+    row_total_incl_tax = Num()
+    base_row_total_incl_tax = Num()
+    row_invoiced = Num()
+    base_row_invoiced = Num()
+    amount_refunded = Num()
+    base_amount_refunded = Num()
+    tax_amount = Num()
+    base_tax_amount = Num()
+    tax_invoiced = Num()
+    base_tax_invoiced = Num()
+    tax_refunded = Num()
+    base_tax_refunded = Num()
+    discount_amount = Num()
+    base_discount_amount = Num()
+    discount_invoiced = Num()
+    base_discount_invoiced = Num()
+    discount_refunded = Num()
+    base_discount_refunded = Num()
+    discount_tax_compensation_invoiced = Num()
+    base_discount_tax_compensation_invoiced = Num()
+    discount_tax_compensation_refunded = Num()
+    base_discount_tax_compensation_refunded = Num()
+    base_cost = Num()
+    updated_at = Str()
+
+    def __init__(self, data: dict[str, Any], options: dict[str, Any] | None = None) -> None:
+        super().__init__(data)
+        self.parent: OrderItem | None = None
+        self.children: list[OrderItem] = []
+        # sales_order_item.product_options, which REST never shows: product_calculations,
+        # shipment_type, bundle_selection_attributes. None when not known.
+        self.options = options
+
+    def _option(self, name: str) -> int | None:
+        value = (self.options or {}).get(name)
+        try:
+            return None if value is None else int(value)
+        except (TypeError, ValueError):
+            return None
+
+    @property
+    def parent_item_id(self) -> int | None:
+        value = self.data.get("parent_item_id")
+        return None if value is None else int(value)
+
+    @property
+    def is_qty_decimal(self) -> bool:
+        return bool(self.data.get("is_qty_decimal"))
+
+    @property
+    def is_virtual(self) -> bool:
+        return bool(self.data.get("is_virtual"))
+
+    @property
+    def has_children(self) -> bool:
+        return bool(self.children)
+
+    def children_calculated(self) -> bool:
+        """Item::isChildrenCalculated: the parent's product_calculations says CALCULATE_CHILD."""
+        top = self.parent or self
+        calculations = top._option("product_calculations")
+        if calculations is None:
+            if top.product_type == "bundle":
+                priced = any(c.price or c.row_total or c.row_invoiced for c in top.children)
+                calculations = CALCULATE_CHILD if priced else CALCULATE_PARENT
+            else:
+                calculations = CALCULATE_PARENT
+        return calculations == CALCULATE_CHILD
+
+    @property
+    def is_dummy(self) -> bool:
+        """Item::isDummy() for calculations: the item whose amounts Magento ignores."""
+        if self.children:
+            return self.children_calculated()
+        if self.parent is not None:
+            return not self.children_calculated()
+        return False
+
+    def ships_separately(self) -> bool:
+        top = self.parent or self
+        return top._option("shipment_type") == SHIPMENT_SEPARATELY
+
+    @property
+    def is_dummy_for_shipment(self) -> bool:
+        """Item::isDummy(true): which of parent and children Magento ships."""
+        if self.children:
+            return self.ships_separately()
+        if self.parent is not None:
+            return not self.ships_separately()
+        return False
 
     @property
     def qty_to_refund(self) -> float:
+        if self.is_dummy:
+            return 0.0
         return max(self.qty_invoiced - self.qty_refunded, 0.0)
 
     @property
     def qty_to_ship(self) -> float:
-        return max(self.qty_ordered - self.qty_shipped - self.qty_refunded - self.qty_canceled, 0.0)
+        if self.is_dummy_for_shipment:
+            return 0.0
+        left = self.qty_ordered - self.qty_shipped - self.qty_refunded - self.qty_canceled
+        return max(round(left, 8), 0.0)
 
     @property
     def qty_to_invoice(self) -> float:
-        return max(self.qty_ordered - self.qty_invoiced - self.qty_canceled, 0.0)
+        if self.is_dummy:
+            return 0.0
+        return max(round(self.qty_ordered - self.qty_invoiced - self.qty_canceled, 8), 0.0)
 
-    @property
-    def row_total(self) -> float:
-        return round(self.price * self.qty_ordered, 4)
-
-    @property
-    def tax_amount(self) -> float:
-        return round(self.tax_per_unit * self.qty_ordered, 4)
-
-    def to_dict(self) -> dict[str, Any]:
-        price_incl_tax = round(self.price + self.tax_per_unit, 4)
-        tax_percent = round(self.tax_per_unit / self.price * 100, 4) if self.price else 0.0
-        return _drop_none(
-            {
-                "item_id": self.item_id,
-                "order_id": self.order_id,
-                "parent_item_id": self.parent_item_id,
-                "product_id": self.product_id,
-                "product_type": self.product_type,
-                "sku": self.sku,
-                "name": self.name,
-                "store_id": 1,
-                "is_virtual": 0,
-                "is_qty_decimal": int(self.is_qty_decimal),
-                "qty_ordered": self.qty_ordered,
-                "qty_invoiced": self.qty_invoiced,
-                "qty_shipped": self.qty_shipped,
-                "qty_refunded": self.qty_refunded,
-                "qty_canceled": self.qty_canceled,
-                "qty_returned": self.qty_returned,
-                "qty_backordered": None,
-                "price": self.price,
-                "base_price": self.price,
-                "original_price": self.price,
-                "base_original_price": self.price,
-                "price_incl_tax": price_incl_tax,
-                "base_price_incl_tax": price_incl_tax,
-                "row_total": self.row_total,
-                "base_row_total": self.row_total,
-                "row_total_incl_tax": round(self.row_total + self.tax_amount, 4),
-                "base_row_total_incl_tax": round(self.row_total + self.tax_amount, 4),
-                "row_invoiced": self.row_invoiced,
-                "base_row_invoiced": self.row_invoiced,
-                "tax_percent": tax_percent,
-                "tax_amount": self.tax_amount,
-                "base_tax_amount": self.tax_amount,
-                "tax_invoiced": self.tax_invoiced,
-                "base_tax_invoiced": self.tax_invoiced,
-                "tax_refunded": self.tax_refunded,
-                "base_tax_refunded": self.tax_refunded,
-                "amount_refunded": self.amount_refunded,
-                "base_amount_refunded": self.amount_refunded,
-                "discount_amount": 0.0,
-                "base_discount_amount": 0.0,
-                "discount_percent": 0.0,
-                "base_cost": 0.0,
-                "weight": 1.0,
-                "created_at": self.created_at,
-                "updated_at": self.updated_at,
-            }
-        )
+    def to_dict(self, with_parent: bool = True) -> dict[str, Any]:
+        out: dict[str, Any] = clean(self.data)
+        if with_parent and self.parent is not None:
+            out["parent_item"] = self.parent.to_dict(with_parent=False)
+        return out
 
 
-@dataclass(slots=True)
-class Order:
-    entity_id: int
-    increment_id: str
-    state: str
-    status: str
-    currency: str
-    customer_email: str
-    customer_firstname: str
-    customer_lastname: str
-    payment_method: str
-    items: list[OrderItem]
-    shipping_amount: float
-    created_at: str
-    updated_at: str
-    shipping_invoiced: float = 0.0
-    shipping_refunded: float = 0.0
-    total_invoiced: float = 0.0
-    total_paid: float = 0.0
-    total_refunded: float = 0.0
-    total_offline_refunded: float = 0.0
-    total_online_refunded: float = 0.0
-    total_canceled: float = 0.0
-    subtotal_invoiced: float = 0.0
-    subtotal_refunded: float = 0.0
-    tax_invoiced: float = 0.0
-    tax_refunded: float = 0.0
-    adjustment_positive: float = 0.0
-    adjustment_negative: float = 0.0
-    last_trans_id: str | None = None
-    hold_before_state: str | None = None
-    hold_before_status: str | None = None
-    customer_note_notify: bool = False
-    status_histories: list[dict[str, Any]] = field(default_factory=list)
-    invoice_ids: list[int] = field(default_factory=list)
-    creditmemo_ids: list[int] = field(default_factory=list)
+@fields_as_properties
+class Order(Record):
+    """One order (``sales-data-order-interface``): the order's JSON without its items.
+
+    ``data`` holds every field but ``items``; billing address, payment, status histories and
+    extension attributes stay in it as given. ``items`` holds the item records in item-id
+    order; ``shipping_assignments[].items`` are rebuilt from them on output, as Magento loads
+    them from the same rows.
+    """
+
+    __slots__ = ("by_id", "creditmemo_ids", "invoice_ids", "items")
+
+    entity_id = Int()
+    increment_id = Str()
+    state = Str()
+    status = Str()
+    store_id = Int()
+    base_currency_code = Str()
+    order_currency_code = Str()
+    base_to_order_rate = Num()
+    grand_total = Num()
+    base_grand_total = Num()
+    subtotal = Num()
+    base_subtotal = Num()
+    tax_amount = Num()
+    base_tax_amount = Num()
+    shipping_amount = Num()
+    base_shipping_amount = Num()
+    shipping_incl_tax = Num()
+    base_shipping_incl_tax = Num()
+    shipping_tax_amount = Num()
+    base_shipping_tax_amount = Num()
+    shipping_discount_amount = Num()
+    base_shipping_discount_amount = Num()
+    shipping_discount_tax_compensation_amount = Num()
+    base_shipping_discount_tax_compensation_amnt = Num()
+    shipping_invoiced = Num()
+    base_shipping_invoiced = Num()
+    shipping_refunded = Num()
+    base_shipping_refunded = Num()
+    shipping_tax_refunded = Num()
+    base_shipping_tax_refunded = Num()
+    shipping_discount_tax_compensation_refunded = Num()
+    base_shipping_discount_tax_compensation_refunded = Num()
+    total_invoiced = Num()
+    base_total_invoiced = Num()
+    total_paid = Num()
+    base_total_paid = Num()
+    total_refunded = Num()
+    base_total_refunded = Num()
+    total_offline_refunded = Num()
+    base_total_offline_refunded = Num()
+    total_online_refunded = Num()
+    base_total_online_refunded = Num()
+    total_canceled = Num()
+    subtotal_refunded = Num()
+    base_subtotal_refunded = Num()
+    tax_invoiced = Num()
+    base_tax_invoiced = Num()
+    tax_refunded = Num()
+    base_tax_refunded = Num()
+    discount_refunded = Num()
+    base_discount_refunded = Num()
+    discount_tax_compensation_invoiced = Num()
+    base_discount_tax_compensation_invoiced = Num()
+    discount_tax_compensation_refunded = Num()
+    base_discount_tax_compensation_refunded = Num()
+    adjustment_positive = Num()
+    base_adjustment_positive = Num()
+    adjustment_negative = Num()
+    base_adjustment_negative = Num()
+    base_total_invoiced_cost = Num()
+    customer_email = Str()
+    updated_at = Str()
+
+    def __init__(self, data: dict[str, Any], items: Iterable[OrderItem]) -> None:
+        super().__init__(data)
+        self.items: list[OrderItem] = sorted(items, key=lambda item: item.item_id)
+        self.by_id: dict[int, OrderItem] = {item.item_id: item for item in self.items}
+        for item in self.items:
+            parent = self.by_id.get(item.parent_item_id or 0)
+            if parent is not None and parent is not item:
+                item.parent = parent
+                parent.children.append(item)
+        self.invoice_ids: list[int] = []
+        self.creditmemo_ids: list[int] = []
 
     def item(self, item_id: int) -> OrderItem | None:
-        for item in self.items:
-            if item.item_id == item_id:
-                return item
-        return None
+        return self.by_id.get(item_id)
 
     @property
-    def subtotal(self) -> float:
-        return round(sum(item.row_total for item in self.items), 4)
+    def payment(self) -> dict[str, Any]:
+        payment = self.data.get("payment")
+        if not isinstance(payment, dict):
+            payment = self.data["payment"] = {}
+        return payment
 
     @property
-    def tax_amount(self) -> float:
-        return round(sum(item.tax_amount for item in self.items), 4)
-
-    @property
-    def grand_total(self) -> float:
-        return round(self.subtotal + self.tax_amount + self.shipping_amount, 4)
+    def payment_method(self) -> str:
+        return str(self.payment.get("method") or "")
 
     @property
     def is_online(self) -> bool:
         return is_online_method(self.payment_method)
 
-    def to_dict(self) -> dict[str, Any]:
-        grand_total = self.grand_total
-        total_qty = sum(item.qty_ordered for item in self.items)
-        total_due = round(grand_total - self.total_paid, 4)
-        payment = {
-            "account_status": None,
-            "additional_information": [METHOD_TITLES.get(self.payment_method, self.payment_method)],
-            "amount_ordered": grand_total,
-            "base_amount_ordered": grand_total,
-            "amount_paid": self.total_paid,
-            "base_amount_paid": self.total_paid,
-            "amount_refunded": self.total_refunded,
-            "base_amount_refunded": self.total_refunded,
-            "base_amount_refunded_online": self.total_online_refunded or None,
-            "base_shipping_amount": self.shipping_amount,
-            "shipping_amount": self.shipping_amount,
-            "base_shipping_captured": self.shipping_invoiced,
-            "shipping_captured": self.shipping_invoiced,
-            "base_shipping_refunded": self.shipping_refunded,
-            "shipping_refunded": self.shipping_refunded,
-            "cc_last4": None,
-            "entity_id": self.entity_id,
-            "parent_id": self.entity_id,
-            "last_trans_id": self.last_trans_id,
-            "method": self.payment_method,
-        }
-        payment = {k: v for k, v in payment.items() if v is not None or k in _NULLABLE_PAYMENT}
-        money = {
-            "subtotal": self.subtotal,
-            "tax_amount": self.tax_amount,
-            "shipping_amount": self.shipping_amount,
-            "shipping_incl_tax": self.shipping_amount,
-            "shipping_tax_amount": 0.0,
-            "discount_amount": 0.0,
-            "grand_total": grand_total,
-            "subtotal_incl_tax": round(self.subtotal + self.tax_amount, 4),
-            "total_invoiced": self.total_invoiced,
-            "total_paid": self.total_paid,
-            "total_refunded": self.total_refunded,
-            "total_offline_refunded": self.total_offline_refunded,
-            "total_online_refunded": self.total_online_refunded,
-            "total_canceled": self.total_canceled,
-            "total_due": total_due,
-            "subtotal_invoiced": self.subtotal_invoiced,
-            "subtotal_refunded": self.subtotal_refunded,
-            "tax_invoiced": self.tax_invoiced,
-            "tax_refunded": self.tax_refunded,
-            "shipping_invoiced": self.shipping_invoiced,
-            "shipping_refunded": self.shipping_refunded,
-            "adjustment_positive": self.adjustment_positive,
-            "adjustment_negative": self.adjustment_negative,
-        }
-        out: dict[str, Any] = {
-            "entity_id": self.entity_id,
-            "increment_id": self.increment_id,
-            "state": self.state,
-            "status": self.status,
-            "store_id": 1,
-            "store_name": "Main Website\nMain Website Store\nDefault Store View",
-            "customer_email": self.customer_email,
-            "customer_firstname": self.customer_firstname,
-            "customer_lastname": self.customer_lastname,
-            "customer_is_guest": 0,
-            "customer_note_notify": int(self.customer_note_notify),
-            "base_currency_code": self.currency,
-            "global_currency_code": self.currency,
-            "order_currency_code": self.currency,
-            "store_currency_code": self.currency,
-            "base_to_global_rate": 1.0,
-            "base_to_order_rate": 1.0,
-            "store_to_base_rate": 0.0,
-            "store_to_order_rate": 0.0,
-            "is_virtual": 0,
-            "total_item_count": len(self.items),
-            "total_qty_ordered": total_qty,
-            "base_total_qty_ordered": total_qty,
-            "hold_before_state": self.hold_before_state,
-            "hold_before_status": self.hold_before_status,
-            "created_at": self.created_at,
-            "updated_at": self.updated_at,
-        }
-        for key, value in money.items():
-            out[key] = value
-            out["base_" + key] = value
-        out["base_total_due"] = total_due
-        out["items"] = [item.to_dict() for item in self.items]
-        out["payment"] = payment
-        out["status_histories"] = [dict(entry) for entry in reversed(self.status_histories)]
-        return _drop_none(out)
-
-
-_NULLABLE_PAYMENT = frozenset({"account_status", "cc_last4"})
-
-
-@dataclass(slots=True)
-class InvoiceItem:
-    entity_id: int
-    parent_id: int
-    order_item_id: int
-    sku: str
-    name: str
-    product_id: int
-    qty: float
-    price: float
-    tax_amount: float
-
-    def to_dict(self) -> dict[str, Any]:
-        row_total = round(self.price * self.qty, 4)
-        return {
-            "entity_id": self.entity_id,
-            "parent_id": self.parent_id,
-            "order_item_id": self.order_item_id,
-            "product_id": self.product_id,
-            "sku": self.sku,
-            "name": self.name,
-            "qty": self.qty,
-            "price": self.price,
-            "base_price": self.price,
-            "base_cost": 0.0,
-            "price_incl_tax": round(
-                self.price + (self.tax_amount / self.qty if self.qty else 0), 4
-            ),
-            "row_total": row_total,
-            "base_row_total": row_total,
-            "row_total_incl_tax": round(row_total + self.tax_amount, 4),
-            "tax_amount": self.tax_amount,
-            "base_tax_amount": self.tax_amount,
-            "discount_amount": 0.0,
-        }
-
-
-@dataclass(slots=True)
-class Invoice:
-    entity_id: int
-    increment_id: str
-    order_id: int
-    currency: str
-    items: list[InvoiceItem]
-    shipping_amount: float
-    transaction_id: str | None
-    created_at: str
-    updated_at: str
-    state: int = INVOICE_STATE_PAID
-    base_total_refunded: float = 0.0
-    is_used_for_refund: int = 0
-    email_sent: int | None = None
+    @property
+    def is_virtual(self) -> bool:
+        return bool(self.data.get("is_virtual"))
 
     @property
-    def subtotal(self) -> float:
-        return round(sum(item.price * item.qty for item in self.items), 4)
+    def base_currency(self) -> str:
+        return self.base_currency_code or self.order_currency_code or "USD"
 
     @property
-    def tax_amount(self) -> float:
-        return round(sum(item.tax_amount for item in self.items), 4)
+    def customer_note_notify(self) -> bool:
+        return bool(self.data.get("customer_note_notify"))
+
+    @customer_note_notify.setter
+    def customer_note_notify(self, value: bool) -> None:
+        self.data["customer_note_notify"] = int(value)
 
     @property
-    def grand_total(self) -> float:
-        return round(self.subtotal + self.tax_amount + self.shipping_amount, 4)
-
-    def columns(self) -> dict[str, Any]:
-        """The ``sales_invoice`` row: what searchCriteria filters and sorts on."""
-        return {
-            "entity_id": self.entity_id,
-            "increment_id": self.increment_id,
-            "order_id": self.order_id,
-            "store_id": 1,
-            "state": self.state,
-            "transaction_id": self.transaction_id,
-            "is_used_for_refund": self.is_used_for_refund,
-            "can_void_flag": 0,
-            "email_sent": self.email_sent,
-            "subtotal": self.subtotal,
-            "base_subtotal": self.subtotal,
-            "tax_amount": self.tax_amount,
-            "base_tax_amount": self.tax_amount,
-            "shipping_amount": self.shipping_amount,
-            "base_shipping_amount": self.shipping_amount,
-            "grand_total": self.grand_total,
-            "base_grand_total": self.grand_total,
-            "base_total_refunded": self.base_total_refunded,
-            "total_qty": sum(item.qty for item in self.items),
-            "base_currency_code": self.currency,
-            "order_currency_code": self.currency,
-            "created_at": self.created_at,
-            "updated_at": self.updated_at,
-        }
+    def status_histories(self) -> list[dict[str, Any]]:
+        """Newest first, as Magento lists them."""
+        histories = self.data.get("status_histories")
+        if not isinstance(histories, list):
+            histories = self.data["status_histories"] = []
+        return histories
 
     def to_dict(self) -> dict[str, Any]:
-        out = _drop_none(self.columns())
-        out.update(
-            {
-                "global_currency_code": self.currency,
-                "store_currency_code": self.currency,
-                "base_to_global_rate": 1.0,
-                "base_to_order_rate": 1.0,
-                "shipping_incl_tax": self.shipping_amount,
-                "base_shipping_incl_tax": self.shipping_amount,
-                "subtotal_incl_tax": round(self.subtotal + self.tax_amount, 4),
-                "base_subtotal_incl_tax": round(self.subtotal + self.tax_amount, 4),
-                "discount_amount": 0.0,
-                "base_discount_amount": 0.0,
-                "items": [item.to_dict() for item in self.items],
-                "comments": [],
-            }
-        )
+        out: dict[str, Any] = clean(self.data)
+        items = [item.to_dict() for item in self.items]
+        out["items"] = items
+        assignments = (out.get("extension_attributes") or {}).get("shipping_assignments")
+        if isinstance(assignments, list):
+            by_id = {item["item_id"]: item for item in items}
+            for assignment in assignments:
+                if not isinstance(assignment, dict):
+                    continue
+                listed = assignment.get("items")
+                ids = (
+                    [i.get("item_id") for i in listed if isinstance(i, dict)]
+                    if isinstance(listed, list)
+                    else list(by_id)
+                )
+                assignment["items"] = [by_id[i] for i in ids if i in by_id]
+                shipping = assignment.get("shipping")
+                if isinstance(shipping, dict) and isinstance(shipping.get("total"), dict):
+                    total = shipping["total"]
+                    for key in SHIPPING_TOTAL_FIELDS:
+                        if out.get(key) is not None:
+                            total[key] = out[key]
         return out
 
 
-@dataclass(slots=True)
+@fields_as_properties
+class InvoiceItem(Record):
+    """One ``sales_invoice_item`` row."""
+
+    __slots__ = ()
+
+    order_item_id = Int()
+    qty = Num()
+
+
+@fields_as_properties
+class Invoice(Record):
+    """One invoice (``sales-data-invoice-interface``): its JSON without items and comments."""
+
+    __slots__ = ("comments", "items")
+
+    entity_id = Int()
+    order_id = Int()
+    state = Int()
+    transaction_id = Str()
+    grand_total = Num()
+    base_grand_total = Num()
+    base_total_refunded = Num()
+    is_used_for_refund = Int()
+    shipping_amount = Num()
+    base_shipping_amount = Num()
+    shipping_tax_amount = Num()
+    base_shipping_tax_amount = Num()
+    shipping_discount_tax_compensation_amount = Num()
+    base_shipping_discount_tax_compensation_amnt = Num()
+    tax_amount = Num()
+    base_tax_amount = Num()
+    discount_tax_compensation_amount = Num()
+    base_discount_tax_compensation_amount = Num()
+    updated_at = Str()
+
+    def __init__(
+        self,
+        data: dict[str, Any],
+        items: Iterable[InvoiceItem],
+        comments: Iterable[dict[str, Any]] = (),
+    ) -> None:
+        super().__init__(data)
+        self.items: list[InvoiceItem] = list(items)
+        self.comments: list[dict[str, Any]] = list(comments)
+
+    def columns(self) -> dict[str, Any]:
+        """The ``sales_invoice`` row: what searchCriteria filters and sorts on."""
+        return self.data
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = clean(self.data)
+        out["items"] = [clean(item.data) for item in self.items]
+        out["comments"] = [clean(comment) for comment in self.comments]
+        return out
+
+
 class Creditmemo:
     """A stored credit memo: its ``sales_creditmemo`` columns, items and comments."""
 
-    columns: dict[str, Any]
-    items: list[dict[str, Any]]
-    comments: list[dict[str, Any]]
+    __slots__ = ("columns", "comments", "items")
+
+    def __init__(
+        self,
+        columns: dict[str, Any],
+        items: list[dict[str, Any]],
+        comments: list[dict[str, Any]],
+    ) -> None:
+        self.columns = columns
+        self.items = items
+        self.comments = comments
 
     @property
     def entity_id(self) -> int:
@@ -432,8 +597,13 @@ class Creditmemo:
         value = self.columns.get("order_id")
         return None if value is None else int(value)
 
+    @property
+    def invoice_id(self) -> int | None:
+        value = self.columns.get("invoice_id")
+        return None if value is None else int(value)
+
     def to_dict(self) -> dict[str, Any]:
-        out = _drop_none(self.columns)
-        out["items"] = [dict(item) for item in self.items]
-        out["comments"] = [dict(comment) for comment in self.comments]
+        out: dict[str, Any] = clean(self.columns)
+        out["items"] = [clean(item) for item in self.items]
+        out["comments"] = [clean(comment) for comment in self.comments]
         return out

@@ -11,7 +11,9 @@ def round_price(amount: float) -> float:
     The nudge makes binary halves such as 2.675 (really 2.67499...) round up, as PHP's
     pre-rounding does.
     """
-    if amount >= 0:
+    if not amount:
+        return 0.0
+    if amount > 0:
         return round(amount + 1e-9, 2)
     return -round(1e-9 - amount, 2)
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl
 
-from . import search
+from . import search, stores
 from .errors import MagentoError
 from .fields import (
     ADMIN_TOKEN,
@@ -27,6 +27,7 @@ from .inputs import convert_params, parse_body, path_int
 from .state import SimulatorState
 
 ACL_VIEW_ORDER = "Magento_Sales::actions_view"
+ACL_STORE = "Magento_Backend::store"
 ACL_INVOICE = "Magento_Sales::sales_invoice"
 ACL_ORDER_CREDITMEMO = "Magento_Sales::creditmemo"
 ACL_CREDITMEMO = "Magento_Sales::sales_creditmemo"
@@ -37,6 +38,7 @@ class Call:
     params: dict[str, str]
     body: bytes
     query_string: str
+    host: str = ""
 
     def query_pairs(self) -> list[tuple[str, str]]:
         return parse_qsl(self.query_string, keep_blank_values=True)
@@ -65,6 +67,35 @@ def _new_id(state: SimulatorState, creditmemo_id: int) -> int | str:
 
 def order_get(state: SimulatorState, call: Call) -> Any:
     return state.order(path_int(call.params["id"]))
+
+
+def order_search(state: SimulatorState, call: Call) -> Any:
+    return state.search_orders(search.parse(call.query_pairs()))
+
+
+def order_item_get(state: SimulatorState, call: Call) -> Any:
+    return state.order_item(path_int(call.params["id"]))
+
+
+def order_item_search(state: SimulatorState, call: Call) -> Any:
+    return state.search_order_items(search.parse(call.query_pairs()))
+
+
+def store_websites(state: SimulatorState, call: Call) -> Any:
+    return stores.websites()
+
+
+def store_groups(state: SimulatorState, call: Call) -> Any:
+    return stores.groups()
+
+
+def store_views(state: SimulatorState, call: Call) -> Any:
+    return stores.views(state.store_codes)
+
+
+def store_configs(state: SimulatorState, call: Call) -> Any:
+    wanted = [value for key, value in call.query_pairs() if key.startswith("storeCodes")]
+    return stores.configs(state.store_codes, call.host, wanted or None)
 
 
 def invoice_get(state: SimulatorState, call: Call) -> Any:
@@ -145,6 +176,13 @@ def _route(name: str, method: str, path: str, resource: str | None, handler: Han
 
 ROUTES: tuple[Route, ...] = (
     _route("order_get", "GET", "V1/orders/:id", ACL_VIEW_ORDER, order_get),
+    _route("order_search", "GET", "V1/orders", ACL_VIEW_ORDER, order_search),
+    _route("order_item_get", "GET", "V1/orders/items/:id", ACL_VIEW_ORDER, order_item_get),
+    _route("order_item_search", "GET", "V1/orders/items", ACL_VIEW_ORDER, order_item_search),
+    _route("store_websites", "GET", "V1/store/websites", ACL_STORE, store_websites),
+    _route("store_groups", "GET", "V1/store/storeGroups", ACL_STORE, store_groups),
+    _route("store_views", "GET", "V1/store/storeViews", ACL_STORE, store_views),
+    _route("store_configs", "GET", "V1/store/storeConfigs", ACL_STORE, store_configs),
     _route("invoice_get", "GET", "V1/invoices/:id", ACL_INVOICE, invoice_get),
     _route("invoice_search", "GET", "V1/invoices", ACL_INVOICE, invoice_search),
     _route("invoice_refund", "POST", "V1/invoice/:invoiceId/refund", ACL_INVOICE, invoice_refund),
@@ -176,7 +214,11 @@ ROUTES: tuple[Route, ...] = (
 
 
 class Router:
-    """Matches ``/rest[/<store_code>]/V1/...`` paths; literal segments beat parameters."""
+    """Matches ``/rest[/<store_code>]/V1/...`` paths; literal segments beat parameters.
+
+    Slashes around the route are trimmed, as Magento's REST router trims the path info, so
+    ``/V1/orders/12/`` is ``/V1/orders/12``.
+    """
 
     def __init__(self, routes: tuple[Route, ...], store_codes: frozenset[str]) -> None:
         self.store_codes = store_codes
@@ -187,7 +229,10 @@ class Router:
     def match(self, method: str, path: str) -> tuple[Route, dict[str, str]] | None:
         if not path.startswith("/rest/"):
             return None
-        segments = path[6:].split("/")
+        rest = path[6:]
+        if rest[-1:] == "/" or rest[:1] == "/":
+            rest = rest.strip("/")
+        segments = rest.split("/")
         if len(segments) > 1 and segments[0] in self.store_codes:
             segments = segments[1:]
         for route in self._table.get((method, len(segments)), ()):

@@ -29,8 +29,9 @@ The ``demo`` seed (all USD, customer ``customer@example.com``)::
 Order item ids run from 1 in the order listed (order 1 has items 1 and 2, order 2 has 3 and 4,
 ...); ``GET /rest/V1/orders/{id}`` shows them.
 
-A seed file holds the same JSON as the control API's order spec (see ``orderspec``): either a
-list of specs or ``{"orders": [...]}``.
+A seed file holds the same JSON as ``POST /_simulator/orders``: compact order specs (see
+``orderspec``) or orders in Magento's entity form (see ``imports``), either one import object,
+a list, or ``{"orders": [...]}``. ``--import FILE`` reads the same files.
 """
 
 from __future__ import annotations
@@ -183,7 +184,9 @@ def order_specs(seed: str | None) -> list[dict[str, Any]]:
         raise SeedError(f"cannot read seed file {seed!r}: {exc.strerror}") from None
     except ValueError as exc:
         raise SeedError(f"seed file {seed!r} is not valid JSON: {exc}") from None
-    if isinstance(data, dict):
+    if isinstance(data, dict) and isinstance(data.get("order"), dict):
+        data = [data]  # one order in Magento's entity form
+    elif isinstance(data, dict):
         data = data.get("orders")
     if not isinstance(data, list):
         raise SeedError(

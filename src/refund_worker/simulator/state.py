@@ -18,25 +18,36 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
-from . import orderspec, rules, search, seeds
+from . import build, imports, interfaces, orderspec, rules, search, seeds, totals
 from .auth import AuthRegistry, OAuthCredentials
-from .entities import (
-    CREDITMEMO_STATE_OPEN,
-    CREDITMEMO_STATE_REFUNDED,
-    Creditmemo,
-    Invoice,
-    InvoiceItem,
-    Order,
-    OrderItem,
-)
+from .entities import CREDITMEMO_STATE_OPEN, CREDITMEMO_STATE_REFUNDED, Creditmemo, Invoice, Order
 from .errors import MagentoError, document_validation, entity_not_found, id_needed
 from .faults import FaultEngine
-from .fields import CREDITMEMO_COLUMNS, INVOICE_COLUMNS, REFUND_ORDER
+from .fields import CREDITMEMO_COLUMNS, REFUND_ORDER
 from .inputs import convert_params
 from .orderspec import SpecError
+from .totals import InvoiceRefunds
 
 DEFAULT_STORE_CODES = frozenset({"default", "all"})
 _KEEP = object()
+# What a caller-built credit memo takes from its order when it does not say (Convert\Order).
+_ORDER_TO_MEMO = [
+    "base_currency_code",
+    "global_currency_code",
+    "order_currency_code",
+    "store_currency_code",
+    "base_to_global_rate",
+    "base_to_order_rate",
+    "store_to_base_rate",
+    "store_to_order_rate",
+    "billing_address_id",
+]
+
+
+def _bump_increment(ids: _Ids, table: str, increment_id: Any) -> None:
+    """Keep new increment ids past an imported numeric one (``000000123``)."""
+    if isinstance(increment_id, str) and increment_id.isdigit():
+        ids.bump(table, int(increment_id))
 
 
 @dataclass(slots=True)
@@ -80,8 +91,11 @@ class SimulatorState:
         clock: Any = time.time,
         fault_seed: int | None = None,
         request_log_size: int = 10_000,
+        import_files: Iterable[str] = (),
     ) -> None:
         self.seed = seed
+        # Orders from --import files: loaded after the seed, again on every reset.
+        self._imported = [doc for path in import_files for doc in seeds.order_specs(path)]
         self.store_codes = DEFAULT_STORE_CODES | frozenset(store_codes or ())
         self.clock = clock
         self.auth = AuthRegistry(tokens, admin_users, oauth_credentials, clock=clock)
@@ -104,10 +118,12 @@ class SimulatorState:
     def _clear(self) -> None:
         with self._lock:
             self._orders: dict[int, Order] = {}
+            self._order_items: dict[int, int] = {}  # item id -> order id
             self._invoices: dict[int, Invoice] = {}
             self._creditmemos: dict[int, Creditmemo] = {}
-            self._invoice_refunds: dict[int, dict[int, float]] = {}
+            self._invoice_refunds: dict[int, InvoiceRefunds] = {}
             self._online_refunds: Counter[int] = Counter()
+            self._stock: dict[tuple[int, str], float] = {}
             self._order_locks: dict[int, threading.Lock] = {}
             self._outbox: list[dict[str, Any]] = []
             self._ids = _Ids()
@@ -115,9 +131,11 @@ class SimulatorState:
     def _load_seed(self, seed: str | None, specs: list[dict[str, Any]] | None = None) -> None:
         for spec in seeds.order_specs(seed) if specs is None else specs:
             self.add_order(spec)
+        for document in self._imported:
+            self.add_order(document)
 
     def reset(self, seed: Any = _KEEP) -> None:
-        """Back to the seed: entities, outbox, faults, request log, stats, tokens and config."""
+        """Back to the seed (and imports): entities, outbox, faults, log, stats, tokens, config."""
         specs = seeds.order_specs(self.seed if seed is _KEEP else seed)
         if seed is not _KEEP:
             self.seed = seed
@@ -168,141 +186,141 @@ class SimulatorState:
     # ------------------------------------------------------------------ orders
 
     def add_order(self, spec: Mapping[str, Any]) -> dict[str, Any]:
-        """Create an order (and its paid invoice) from a compact spec; see ``orderspec``."""
+        """Create an order from a compact spec (``orderspec``) or an import (``imports``)."""
+        if imports.is_import(spec):
+            return self.import_order(spec)
         parsed = orderspec.parse(spec)
-        now = self.now()
-        created = parsed.created_at or now
+        created = parsed.created_at or self.now()
         with self._lock:
             if parsed.entity_id is not None and parsed.entity_id in self._orders:
                 raise SpecError(f"order {parsed.entity_id} already exists")
-            order_id = parsed.entity_id or self._ids.next("order")
-            self._ids.bump("order", order_id)
-            first_item = self._ids.next("order_item", len(parsed.items))
-            increment = parsed.increment_id or f"{self._ids.next('order_increment'):09d}"
-            order = self._build_order(parsed, order_id, increment, first_item, created)
-            invoice = self._build_invoice(parsed, order, created) if parsed.invoiced else None
-            self._orders[order_id] = order
-            if invoice is not None:
+            ids = self._ids
+            order_id = parsed.entity_id or ids.next("order")
+            ids.bump("order", order_id)
+            first_address = ids.next("order_address", 2)
+            built = build.Ids(
+                order_id=order_id,
+                increment_id=parsed.increment_id or f"{ids.next('order_increment'):09d}",
+                first_item_id=ids.next("order_item", len(parsed.items)),
+                billing_address_id=first_address,
+                shipping_address_id=first_address + 1,
+            )
+            order = build.build_order(parsed, built, created)
+            invoice = None
+            if parsed.invoiced:
+                invoice = build.build_invoice(
+                    order,
+                    invoice_id=ids.next("invoice"),
+                    increment_id=f"{ids.next('invoice_increment'):09d}",
+                    first_item_id=ids.next(
+                        "invoice_item", sum(1 for i in order.items if i.qty_invoiced > 0)
+                    ),
+                    created=created,
+                )
                 self._invoices[invoice.entity_id] = invoice
+            self._store_order(order)
         for index, body in enumerate(parsed.refunds):
             try:
                 self.refund_order(order_id, convert_params(body, REFUND_ORDER))
             except MagentoError as exc:
                 raise SpecError(f"refunds[{index}]: {exc.rendered()}") from None
-        return self._order_summary(order, invoice)
+        return self._order_summary(order)
+
+    def import_order(self, data: Mapping[str, Any]) -> dict[str, Any]:
+        """Store an order in Magento's entity form, with its invoices and credit memos, as given."""
+        imported = imports.parse(data)
+        order = imported.order
+        with self._lock:
+            self._check_free(imported)
+            for invoice in imported.invoices:
+                self._invoices[invoice.entity_id] = invoice
+            for memo in imported.creditmemos:
+                self._creditmemos[memo.entity_id] = memo
+            self._invoice_refunds.update(imported.invoice_refunds)
+            self._store_order(order)
+            self._bump_ids(imported)
+        return self._order_summary(order)
+
+    def import_orders(self, documents: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+        return [self.add_order(document) for document in documents]
+
+    def _check_free(self, imported: imports.Imported) -> None:
+        order = imported.order
+        if order.entity_id in self._orders:
+            raise SpecError(f"order {order.entity_id} already exists")
+        taken = [i.item_id for i in order.items if i.item_id in self._order_items]
+        if taken:
+            raise SpecError(f"order items {taken} already exist")
+        for kind, ids, table in (
+            ("invoice", [i.entity_id for i in imported.invoices], self._invoices),
+            ("credit memo", [m.entity_id for m in imported.creditmemos], self._creditmemos),
+        ):
+            used = [entity_id for entity_id in ids if entity_id in table]
+            if used or len(set(ids)) != len(ids):
+                raise SpecError(f"{kind} ids {used or ids} already exist or repeat")
+
+    def _bump_ids(self, imported: imports.Imported) -> None:
+        order = imported.order
+        bump = self._ids.bump
+        bump("order", order.entity_id)
+        bump("order_item", max(item.item_id for item in order.items))
+        _bump_increment(self._ids, "order_increment", order.increment_id)
+        address = order.data.get("billing_address") or {}
+        bump("order_address", int(address.get("entity_id") or 0))
+        for assignment in (order.data.get("extension_attributes") or {}).get(
+            "shipping_assignments"
+        ) or []:
+            shipping_address = ((assignment or {}).get("shipping") or {}).get("address") or {}
+            bump("order_address", int(shipping_address.get("entity_id") or 0))
+        for history in order.status_histories:
+            bump("status_history", int(history.get("entity_id") or 0))
+        for invoice in imported.invoices:
+            bump("invoice", invoice.entity_id)
+            _bump_increment(self._ids, "invoice_increment", invoice.data.get("increment_id"))
+            for line in invoice.items:
+                bump("invoice_item", int(line.data.get("entity_id") or 0))
+        for memo in imported.creditmemos:
+            bump("creditmemo", memo.entity_id)
+            _bump_increment(self._ids, "creditmemo_increment", memo.columns.get("increment_id"))
+            for row in memo.items:
+                bump("creditmemo_item", int(row.get("entity_id") or 0))
+            for comment in memo.comments:
+                bump("creditmemo_comment", int(comment.get("entity_id") or 0))
+
+    def _store_order(self, order: Order) -> None:
+        self._orders[order.entity_id] = order
+        for item in order.items:
+            self._order_items[item.item_id] = order.entity_id
 
     def add_orders(self, specs: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
         return [self.add_order(spec) for spec in specs]
 
-    def _build_order(
-        self,
-        spec: orderspec.OrderSpec,
-        order_id: int,
-        increment: str,
-        first_item: int,
-        created: str,
-    ) -> Order:
-        items = []
-        for offset, item in enumerate(spec.items):
-            item_id = first_item + offset
-            items.append(
-                OrderItem(
-                    item_id=item_id,
-                    order_id=order_id,
-                    sku=item.sku,
-                    name=item.name,
-                    product_id=item.product_id or 1000 + item_id,
-                    product_type=item.product_type,
-                    qty_ordered=item.qty,
-                    price=item.price,
-                    tax_per_unit=item.tax,
-                    is_qty_decimal=item.is_qty_decimal,
-                    qty_invoiced=item.qty_invoiced,
-                    qty_shipped=item.qty_shipped,
-                    qty_canceled=item.qty_canceled,
-                    tax_invoiced=round(item.tax * item.qty_invoiced, 4),
-                    row_invoiced=round(item.price * item.qty_invoiced, 4),
-                    created_at=created,
-                    updated_at=created,
-                )
-            )
-        order = Order(
-            entity_id=order_id,
-            increment_id=increment,
-            state=spec.state,
-            status=spec.status,
-            currency=spec.currency,
-            customer_email=spec.customer_email,
-            customer_firstname=spec.customer_firstname,
-            customer_lastname=spec.customer_lastname,
-            payment_method=spec.payment_method,
-            items=items,
-            shipping_amount=spec.shipping,
-            created_at=created,
-            updated_at=created,
-        )
-        if spec.state == "holded":
-            order.hold_before_state = spec.hold_before_state
-            order.hold_before_status = "processing"
-        canceled = sum(i.price * i.qty_canceled + i.tax_per_unit * i.qty_canceled for i in items)
-        order.total_canceled = round(canceled, 4)
-        return order
-
-    def _build_invoice(self, spec: orderspec.OrderSpec, order: Order, created: str) -> Invoice:
-        invoice_id = self._ids.next("invoice")
-        invoiced = [item for item in order.items if item.qty_invoiced > 0]
-        first = self._ids.next("invoice_item", len(invoiced))
-        items = [
-            InvoiceItem(
-                entity_id=first + offset,
-                parent_id=invoice_id,
-                order_item_id=item.item_id,
-                sku=item.sku,
-                name=item.name,
-                product_id=item.product_id,
-                qty=item.qty_invoiced,
-                price=item.price,
-                tax_amount=item.tax_invoiced,
-            )
-            for offset, item in enumerate(invoiced)
-        ]
-        transaction_id = f"txn-{order.entity_id:06d}-{invoice_id:04d}" if order.is_online else None
-        invoice = Invoice(
-            entity_id=invoice_id,
-            increment_id=f"{self._ids.next('invoice_increment'):09d}",
-            order_id=order.entity_id,
-            currency=order.currency,
-            items=items,
-            shipping_amount=spec.shipping,
-            transaction_id=transaction_id,
-            created_at=created,
-            updated_at=created,
-        )
-        order.invoice_ids.append(invoice_id)
-        order.shipping_invoiced = spec.shipping
-        order.subtotal_invoiced = round(sum(i.row_invoiced for i in invoiced), 4)
-        order.tax_invoiced = round(sum(i.tax_invoiced for i in invoiced), 4)
-        order.total_invoiced = invoice.grand_total
-        order.total_paid = invoice.grand_total
-        order.last_trans_id = transaction_id
-        return invoice
-
-    def _order_summary(self, order: Order, invoice: Invoice | None) -> dict[str, Any]:
+    def _order_summary(self, order: Order) -> dict[str, Any]:
         with self._order_lock(order.entity_id):
+            invoices = [self._invoices[i] for i in order.invoice_ids if i in self._invoices]
+            first = invoices[0] if invoices else None
             return {
                 "order_id": order.entity_id,
                 "increment_id": order.increment_id,
-                "invoice_id": invoice.entity_id if invoice else None,
+                "invoice_id": first.entity_id if first else None,
+                "invoice_ids": [invoice.entity_id for invoice in invoices],
                 "state": order.state,
                 "status": order.status,
                 "payment_method": order.payment_method,
                 "online": order.is_online,
                 "grand_total": order.grand_total,
+                "base_grand_total": order.base_grand_total,
                 "total_paid": order.total_paid,
                 "total_refunded": order.total_refunded,
-                "transaction_id": invoice.transaction_id if invoice else None,
+                "transaction_id": first.data.get("transaction_id") if first else None,
                 "items": [
-                    {"item_id": i.item_id, "sku": i.sku, "qty_ordered": i.qty_ordered}
+                    {
+                        "item_id": i.item_id,
+                        "sku": i.sku,
+                        "qty_ordered": i.qty_ordered,
+                        "parent_item_id": i.parent_item_id,
+                        "product_type": i.product_type,
+                    }
                     for i in order.items
                 ],
                 "creditmemo_ids": list(order.creditmemo_ids),
@@ -325,6 +343,38 @@ class SimulatorState:
         with self._order_lock(order_id):
             return order.to_dict()
 
+    def search_orders(self, criteria: search.SearchCriteria) -> dict[str, Any]:
+        """``GET /V1/orders``: the ``sales_order`` rows that match, each a whole order."""
+        with self._lock:
+            orders = list(self._orders.values())
+        page, total = search.apply([o.data for o in orders], criteria, interfaces.ORDER.columns)
+        items = []
+        for index in page:
+            with self._order_lock(orders[index].entity_id):
+                items.append(orders[index].to_dict())
+        return {"items": items, "search_criteria": criteria.to_dict(), "total_count": total}
+
+    def order_item(self, item_id: int) -> dict[str, Any]:
+        """``GET /V1/orders/items/{id}`` (with its ``parent_item``, as OrderItemRepository)."""
+        if item_id == 0:
+            raise id_needed()
+        order = self._orders.get(self._order_items.get(item_id, 0))
+        item = order.item(item_id) if order is not None else None
+        if order is None or item is None:
+            raise entity_not_found()
+        with self._order_lock(order.entity_id):
+            return item.to_dict()
+
+    def search_order_items(self, criteria: search.SearchCriteria) -> dict[str, Any]:
+        """``GET /V1/orders/items``: the ``sales_order_item`` rows that match."""
+        with self._lock:
+            items = [item for order in self._orders.values() for item in order.items]
+        rows = [item.data for item in items]
+        page, total = search.apply(rows, criteria, interfaces.ORDER_ITEM.columns)
+        with self._lock:
+            found = [items[index].to_dict() for index in page]
+        return {"items": found, "search_criteria": criteria.to_dict(), "total_count": total}
+
     def order_id_of_invoice(self, invoice_id: int) -> int | None:
         invoice = self._invoices.get(invoice_id)
         return invoice.order_id if invoice else None
@@ -332,6 +382,14 @@ class SimulatorState:
     def order_id_of_creditmemo(self, creditmemo_id: int) -> int | None:
         memo = self._creditmemos.get(creditmemo_id)
         return memo.order_id if memo else None
+
+    def stock(self) -> list[dict[str, Any]]:
+        """What refunds returned to stock, by product: ``[{product_id, sku, qty}]``."""
+        with self._lock:
+            return [
+                {"product_id": product_id, "sku": sku, "qty": qty}
+                for (product_id, sku), qty in sorted(self._stock.items())
+            ]
 
     # ------------------------------------------------------------------ invoices
 
@@ -350,7 +408,7 @@ class SimulatorState:
         with self._lock:
             invoices = list(self._invoices.values())
         rows = [invoice.columns() for invoice in invoices]
-        page, total = search.apply(rows, criteria, INVOICE_COLUMNS)
+        page, total = search.apply(rows, criteria, interfaces.INVOICE.columns)
         return {
             "items": [invoices[index].to_dict() for index in page],
             "search_criteria": criteria.to_dict(),
@@ -359,12 +417,13 @@ class SimulatorState:
 
     # ------------------------------------------------------------------ refunds
 
-    def _new_creditmemo_ids(self, item_count: int) -> tuple[int, str, int]:
+    def _new_creditmemo_ids(self, item_count: int) -> tuple[int, str, int, int]:
         with self._lock:
             memo_id = self._ids.next("creditmemo")
             increment = f"{self._ids.next('creditmemo_increment'):09d}"
             first_item = self._ids.next("creditmemo_item", max(item_count, 0))
-            return memo_id, increment, first_item
+            history_id = self._ids.next("status_history")
+            return memo_id, increment, first_item, history_id
 
     def _creation_comment(
         self, request: rules.RefundRequest, memo_id: int, now: str
@@ -397,17 +456,34 @@ class SimulatorState:
         base = f"{invoice.transaction_id or invoice.entity_id}-refund"
         return base if count == 0 else f"{base}-{count + 1}"
 
+    def _taken_from(self, invoice_id: int, memo: Creditmemo) -> None:
+        """Count a credit memo against its invoice (quantities and tax, for later limits)."""
+        taken = self._invoice_refunds.setdefault(invoice_id, InvoiceRefunds())
+        for row in memo.items:
+            item_id = int(row.get("order_item_id") or 0)
+            taken.qty[item_id] = taken.qty.get(item_id, 0.0) + float(row.get("qty") or 0)
+        columns = memo.columns
+        taken.tax_amount += float(columns.get("tax_amount") or 0)
+        taken.base_tax_amount += float(columns.get("base_tax_amount") or 0)
+        taken.discount_tax_compensation_amount += float(
+            columns.get("discount_tax_compensation_amount") or 0
+        )
+        taken.base_discount_tax_compensation_amount += float(
+            columns.get("base_discount_tax_compensation_amount") or 0
+        )
+
     def _commit_draft(
         self,
         order: Order,
-        draft: rules.Draft,
+        draft: totals.Draft,
         request: rules.RefundRequest,
         *,
         online: bool,
         keep_status: bool,
     ) -> Creditmemo:
         now = self.now()
-        memo_id, increment, first_item = self._new_creditmemo_ids(len(draft.items))
+        refunded = draft.refunded_items
+        memo_id, increment, first_item, history_id = self._new_creditmemo_ids(len(refunded))
         transaction_id = None
         if online and draft.invoice is not None:
             transaction_id = self._refund_transaction_id(draft.invoice)
@@ -419,13 +495,16 @@ class SimulatorState:
             transaction_id=transaction_id,
             keep_status=keep_status,
             now=now,
+            history_id=history_id,
         )
         if request.return_to_stock_items:
-            for item in draft.items:
-                if item.order_item.item_id in request.return_to_stock_items:
-                    item.order_item.qty_returned += item.qty
+            for item, qty in rules.stock_returns(order, draft, request.return_to_stock_items):
+                item.qty_returned = round(item.qty_returned + qty, 4)
+                with self._lock:
+                    key = (item.product_id, item.sku)
+                    self._stock[key] = round(self._stock.get(key, 0.0) + qty, 4)
         memo = Creditmemo(
-            columns=rules.creditmemo_columns(
+            rules.creditmemo_columns(
                 order,
                 draft,
                 entity_id=memo_id,
@@ -433,14 +512,11 @@ class SimulatorState:
                 transaction_id=transaction_id,
                 now=now,
             ),
-            items=rules.creditmemo_items(draft, memo_id, first_item),
-            comments=self._creation_comment(request, memo_id, now),
+            rules.creditmemo_items(draft, memo_id, first_item),
+            self._creation_comment(request, memo_id, now),
         )
         if draft.invoice is not None:
-            refunded = self._invoice_refunds.setdefault(draft.invoice.entity_id, {})
-            for item in draft.items:
-                item_id = item.order_item.item_id
-                refunded[item_id] = refunded.get(item_id, 0.0) + item.qty
+            self._taken_from(draft.invoice.entity_id, memo)
         self._store(memo, order)
         return memo
 
@@ -468,8 +544,8 @@ class SimulatorState:
             raise entity_not_found()
         order = self._get_order(invoice.order_id)
         with self._order_lock(order.entity_id):
-            refunded = dict(self._invoice_refunds.get(invoice_id, {}))
-            draft = rules.build_from_invoice(order, invoice, refunded, request)
+            taken = self._invoice_refunds.get(invoice_id) or InvoiceRefunds()
+            draft = rules.build_from_invoice(order, invoice, taken.copy(), request)
             messages = rules.validate(order, draft, request)
             if messages:
                 raise document_validation(messages)
@@ -508,6 +584,8 @@ class SimulatorState:
             if online and invoice is not None:
                 transaction_id = self._refund_transaction_id(invoice)
             now = self.now()
+            with self._lock:
+                history_id = self._ids.next("status_history")
             rules.apply_document_refund(
                 order,
                 document,
@@ -515,15 +593,13 @@ class SimulatorState:
                 invoice=invoice,
                 transaction_id=transaction_id,
                 now=now,
+                history_id=history_id,
             )
             document["state"] = CREDITMEMO_STATE_REFUNDED
             document["transaction_id"] = transaction_id
             memo = self._document_to_memo(order, document, existing, now)
             if invoice is not None:
-                refunded = self._invoice_refunds.setdefault(invoice.entity_id, {})
-                for item in memo.items:
-                    item_id = int(item.get("order_item_id") or 0)
-                    refunded[item_id] = refunded.get(item_id, 0.0) + float(item.get("qty") or 0)
+                self._taken_from(invoice.entity_id, memo)
             self._store(memo, order)
             return memo.to_dict()
 
@@ -545,15 +621,11 @@ class SimulatorState:
                 memo_id = self._ids.next("creditmemo")
                 columns = {
                     "increment_id": f"{self._ids.next('creditmemo_increment'):09d}",
-                    "store_id": 1,
-                    "base_currency_code": order.currency,
-                    "global_currency_code": order.currency,
-                    "order_currency_code": order.currency,
-                    "store_currency_code": order.currency,
-                    "base_to_global_rate": 1.0,
-                    "base_to_order_rate": 1.0,
+                    "store_id": order.data.get("store_id", 1),
                     "created_at": now,
                 }
+                for key in _ORDER_TO_MEMO:
+                    columns[key] = order.data.get(key)
             columns.update({k: v for k, v in document.items() if k in CREDITMEMO_COLUMNS})
             columns["entity_id"] = memo_id
             columns["order_id"] = order.entity_id
