@@ -4,13 +4,17 @@ on every POST."""
 from __future__ import annotations
 
 import logging
+import os
+from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
 from refund_worker.api.console.sessions import ConsoleSessions
 from refund_worker.api.keys import key_digest
-from refund_worker.settings import ApiKey
+from refund_worker.api.server import share_console_secret
+from refund_worker.errors import ConfigurationError
+from refund_worker.settings import ApiKey, get_settings, load_settings
 from tests.api.support import Api, StartApi
 from tests.console.support import add_refund, console, csrf_of, logged_in
 
@@ -215,6 +219,32 @@ def test_pages_forbid_scripts_framing_and_caching(api: Api) -> None:
     assert css.headers["content-type"].startswith("text/css")
     assert "http" not in css.text  # nothing fetched from elsewhere
     assert "/console" not in api.anonymous.get("/openapi.json").text
+
+
+@pytest.mark.parametrize(
+    ("secret", "problem"), [("short", "at least 32 characters"), ("changeme", "placeholder")]
+)
+def test_a_weak_console_secret_is_refused(secret: str, problem: str) -> None:
+    with pytest.raises(ConfigurationError, match=problem):
+        load_settings(_env_file=None, console_secret=secret)
+
+
+def test_several_api_processes_get_one_secret(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.chdir(tmp_path)  # no .env here
+    monkeypatch.delenv("REFUND_WORKER_CONSOLE_SECRET", raising=False)
+    get_settings.cache_clear()
+    try:
+        share_console_secret()
+        made = os.environ["REFUND_WORKER_CONSOLE_SECRET"]
+        share_console_secret()  # already there: kept
+        assert os.environ["REFUND_WORKER_CONSOLE_SECRET"] == made
+        assert len(made) >= 32
+        assert load_settings().console_secret is not None  # what each process then reads
+    finally:
+        os.environ.pop("REFUND_WORKER_CONSOLE_SECRET", None)  # monkeypatch restores the rest
+        get_settings.cache_clear()
 
 
 class TestSessionTokens:

@@ -387,3 +387,28 @@ def test_unknown_refunds_are_404_pages(api: Api) -> None:
         assert page.status_code == posted.status_code == 404
         assert "No such refund" in page.text
         assert "text/html" in page.headers["content-type"]
+
+
+def test_an_attempts_outcome_comes_after_its_calls(api: Api) -> None:
+    """Calls are stamped when recorded, just after the outcome of their attempt."""
+    settled = START + timedelta(minutes=1)
+    refund_id = add_refund(
+        api, "ordered", status="succeeded", creditmemo_id=3, settled_at=settled,
+        outcome="RefundOrder on order 42", notify_customer=True, notification_status="sent",
+        created_at=START,
+    )
+    add_call(api, refund_id, operation="order_refund", method="POST",
+             created_at=settled + timedelta(milliseconds=30))
+    add_call(api, refund_id, operation="creditmemo_emails", method="POST",
+             created_at=settled + timedelta(milliseconds=300))
+    with api.database.session_scope() as session:
+        session.add(RefundEvent(refund_id=refund_id, kind="reconciled", detail="found memo 3",
+                                created_at=settled))
+
+    text = logged_in(api).get(f"/console/refunds/{refund_id}").text
+
+    order = [text.index(marker) for marker in (
+        "Received", "Magento call: order_refund", "Reconciled with Magento", "Settled: succeeded",
+        "Magento call: creditmemo_emails",
+    )]
+    assert order == sorted(order)

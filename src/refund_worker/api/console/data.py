@@ -10,7 +10,7 @@ import json
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import and_, func, or_, select
@@ -249,6 +249,28 @@ def _call_entry(call: MagentoCall) -> TimelineEntry:
     )
 
 
+#: Calls the email task makes (after the refund settled, in a task of its own).
+EMAIL_CALLS = frozenset({"creditmemo_emails"})
+#: An attempt records its Magento calls at its end, in the transaction that records its outcome.
+_SAME_TRANSACTION = timedelta(seconds=1)
+_OUTCOMES = frozenset({"settled", "reconciled", "attention"})
+
+
+def _sort_key(entry: TimelineEntry, attempt_calls: list[datetime]) -> tuple[datetime, int]:
+    """Oldest first: intake first in its instant, an attempt's outcome after its calls.
+
+    An attempt's calls are stamped when they are recorded, at the attempt's end and just after
+    its outcome (settled, reconciled, needs attention) in the same transaction: an outcome is
+    placed after the calls recorded within a second of it, which are its attempt's.
+    """
+    if entry.kind == "received":
+        return entry.at, 0
+    if entry.kind in _OUTCOMES:
+        own = [at for at in attempt_calls if entry.at <= at <= entry.at + _SAME_TRANSACTION]
+        return max(own, default=entry.at), 2
+    return entry.at, 1
+
+
 _EVENT_TITLES = {
     "reconciled": ("reconciled", "Reconciled with Magento"),
     "needs_attention": ("attention", "Needs attention"),
@@ -315,8 +337,8 @@ def refund_timeline(session: Session, refund_id: str) -> RefundTimeline | None:
                 text=row.outcome if row.status == RefundStatus.SUCCEEDED else row.last_error,
             )
         )
-    # Oldest first; intake before anything that happened in the same instant (a stable sort).
-    entries.sort(key=lambda entry: (entry.at, entry.kind != "received"))
+    attempt_calls = sorted(call.created_at for call in calls if call.operation not in EMAIL_CALLS)
+    entries.sort(key=lambda entry: _sort_key(entry, attempt_calls))
     return RefundTimeline(
         view=view,
         request_fields=fields,
