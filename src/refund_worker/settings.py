@@ -24,6 +24,9 @@ PLACEHOLDER_SECRETS = frozenset(
     {"", "changeme", "change-me", "change_me", "secret", "password", "token", "xxx", "todo", "..."}
 )
 
+#: The console's signing secret is at least this long (32 URL-safe characters: 192 bits).
+MIN_CONSOLE_SECRET_LENGTH = 32
+
 _OAUTH_FIELDS = (
     "magento_oauth_consumer_key",
     "magento_oauth_consumer_secret",
@@ -95,6 +98,15 @@ class Settings(BaseSettings):
     #: HTTP intake keys, as JSON: ``[{"name": "erp", "role": "producer", "sha256": "..."}]``.
     api_keys: list[ApiKey] = Field(default_factory=list)
     api_max_body_bytes: int = Field(1024 * 1024, gt=0)
+    #: Signs the operator console's session cookies and CSRF tokens (docs/console.md). Shared
+    #: by every API process; unset, each process makes its own at start-up (``refund-worker api
+    #: --workers N`` hands one made at start-up to its N processes).
+    console_secret: SecretStr | None = None
+    #: How long a console login lasts.
+    console_session_minutes: int = Field(480, ge=1, le=7 * 24 * 60)
+    #: Mark the console's cookies ``Secure`` even when the API itself is reached over plain HTTP
+    #: (behind a TLS-terminating proxy); over https they always are.
+    console_secure_cookies: bool = False
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
     @field_validator("database_url")
@@ -127,7 +139,7 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _consistent(self) -> Settings:
-        for name in ("magento_token", *_OAUTH_FIELDS, "flower_basic_auth"):
+        for name in ("magento_token", *_OAUTH_FIELDS, "flower_basic_auth", "console_secret"):
             value = getattr(self, name)
             if (
                 value is not None
@@ -150,6 +162,14 @@ class Settings(BaseSettings):
             and ":" not in self.flower_basic_auth.get_secret_value()
         ):
             raise ValueError(f"{ENV_PREFIX}FLOWER_BASIC_AUTH must look like user:password")
+        if (
+            self.console_secret is not None
+            and len(self.console_secret.get_secret_value()) < MIN_CONSOLE_SECRET_LENGTH
+        ):
+            raise ValueError(
+                f"{ENV_PREFIX}CONSOLE_SECRET must be at least {MIN_CONSOLE_SECRET_LENGTH} "
+                "characters (e.g. python3 -c 'import secrets; print(secrets.token_urlsafe(32))')"
+            )
         self._check_timings()
         return self
 

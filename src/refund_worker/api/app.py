@@ -32,6 +32,7 @@ from starlette.concurrency import run_in_threadpool
 from refund_worker import __version__, intake, queries
 from refund_worker.api.body import parse_json, read_body
 from refund_worker.api.coalesce import IntakeCoalescer
+from refund_worker.api.console import mount_console
 from refund_worker.api.errors import ApiError, install_error_handlers
 from refund_worker.api.errors import validation_errors as _validation_errors
 from refund_worker.api.health import (
@@ -580,11 +581,12 @@ def create_app(
         openapi_url="/openapi.json",
         lifespan=lifespan,
     )
+    keys = KeyRing(settings.api_keys)
     app.state.refund_api = ApiContext(
         database=database,
         publisher=guarded,
         intake=coalescer,
-        keys=KeyRing(settings.api_keys),
+        keys=keys,
         max_body_bytes=settings.api_max_body_bytes,
         database_check=database_check(database),
         broker_check=broker_check if broker_check is not None else default_check,
@@ -593,4 +595,5 @@ def create_app(
         log.warning("no API keys configured (REFUND_WORKER_API_KEYS): every request gets 401")
     install_error_handlers(app)
     app.include_router(router)
+    mount_console(app, database=database, publisher=guarded, keys=keys, settings=settings)
     return app

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import secrets
+
 from fastapi import FastAPI
 
-from refund_worker.settings import Settings, get_settings
+from refund_worker.settings import ENV_PREFIX, Settings, get_settings
 
 #: uvicorn's import string for ``app_from_environment`` (used with several workers).
 FACTORY = "refund_worker.api.server:app_from_environment"
@@ -29,6 +32,18 @@ def app_from_environment() -> FastAPI:
     return build_app()
 
 
+def share_console_secret() -> None:
+    """Give the worker processes about to start one console secret, unless one is configured.
+
+    The console's session cookies are signed (``api.console.sessions``); a login made in one
+    process must be good in the others. Each process reads the environment it inherits, so a
+    secret made here is shared by them all, and lasts until the server stops.
+    """
+    name = ENV_PREFIX + "CONSOLE_SECRET"
+    if get_settings().console_secret is None and not os.environ.get(name):
+        os.environ[name] = secrets.token_urlsafe(32)
+
+
 def serve(
     host: str,
     port: int,
@@ -48,6 +63,7 @@ def serve(
     if workers > 1:
         if settings is not None:
             raise ValueError("with several workers the settings come from the environment")
+        share_console_secret()
         uvicorn.run(
             FACTORY,
             factory=True,
