@@ -4,7 +4,7 @@ Redis delivers at least once. Every setting here serves the two promises:
 
 * ``task_acks_late`` + ``task_reject_on_worker_lost``: a message is acknowledged only after its
   task ran, so a killed worker's refund is delivered again (and then reconciled, not repeated);
-* the visibility timeout is set for the broker and the result backend alike, and start-up checks
+* the broker's visibility timeout is set from the settings, and start-up checks
   it exceeds the longest retry countdown (``Settings.longest_countdown``; every countdown is capped
   at it) plus the lease (else Redis would redeliver a message that is only waiting for its
   countdown);
@@ -51,7 +51,6 @@ def configure(app: Celery, settings: Settings) -> None:
     app.conf.update(
         broker_url=settings.broker_dsn,
         broker_transport_options=transport_options,
-        result_backend_transport_options=transport_options,
         broker_connection_retry_on_startup=True,
         task_serializer="json",
         accept_content=["json"],
@@ -84,13 +83,12 @@ def check_visibility_timeout(app: Celery, settings: Settings) -> None:
     task that runs for up to a lease must not be handed to a second worker by Redis meanwhile.
     """
     needed = settings.longest_countdown + settings.lease_seconds
-    for name in ("broker_transport_options", "result_backend_transport_options"):
-        value = (app.conf.get(name) or {}).get("visibility_timeout")
-        if value is None or float(value) <= needed:
-            raise RuntimeError(
-                f"{name}['visibility_timeout'] is {value}; it must exceed the longest retry "
-                f"countdown + lease_seconds = {needed:g}"
-            )
+    value = (app.conf.get("broker_transport_options") or {}).get("visibility_timeout")
+    if value is None or float(value) <= needed:
+        raise RuntimeError(
+            f"broker_transport_options['visibility_timeout'] is {value}; it must exceed the "
+            f"longest retry countdown + lease_seconds = {needed:g}"
+        )
 
 
 def create_app(settings: Settings | None = None) -> Celery:

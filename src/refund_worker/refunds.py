@@ -284,7 +284,7 @@ class RefundService:
         store = request.store_code
         order: dict[str, Any] = {}
         invoices: list[dict[str, Any]] = []
-        if request.service != "creditmemo":
+        if request.chosen_service is not Service.CREDITMEMO:
             self.limiter.acquire()
             order = magento.get_order(request.order_id, store_code=store)
             if needs_invoices(request, order, self.extra_offline):

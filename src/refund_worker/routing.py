@@ -57,11 +57,6 @@ class RefundCall:
     target_id: int | None  # invoice id (INVOICE), order id (ORDER); None for credit-memo services
     description: str
 
-    @property
-    def moves_money(self) -> bool:
-        """False for record-only credit memos, which change no totals and refund nothing."""
-        return self.service is not Service.RECORD_ONLY
-
 
 def payment_is_online(
     method: str, invoice: dict[str, Any] | None, extra_offline: frozenset[str] = frozenset()
@@ -109,9 +104,9 @@ def needs_invoices(
     request: RefundRequest, order: dict[str, Any], extra_offline: frozenset[str] = frozenset()
 ) -> bool:
     """Whether routing must look at the order's invoices (online payments, or service=invoice)."""
-    if request.service == "invoice":
+    if request.chosen_service is Service.INVOICE:
         return True
-    if request.service != "auto":
+    if request.chosen_service is not None:
         return False
     method = str((order.get("payment") or {}).get("method") or "")
     return method not in OFFLINE_PAYMENT_METHODS and method not in extra_offline
@@ -125,13 +120,13 @@ def choose_service(
 ) -> tuple[Service, bool]:
     """(service, online) for the request; explicit services are honoured as asked."""
     method = str((order.get("payment") or {}).get("method") or "")
-    if request.service == "order":
+    if request.chosen_service is Service.ORDER:
         return Service.ORDER, False
-    if request.service == "creditmemo":
+    if request.chosen_service is Service.CREDITMEMO:
         return Service.CREDITMEMO, not request.offline_requested
-    if request.service == "record_only":
+    if request.chosen_service is Service.RECORD_ONLY:
         return Service.RECORD_ONLY, False
-    if request.service == "invoice":
+    if request.chosen_service is Service.INVOICE:
         if invoice is None:
             raise InvalidRefund(f"invoice_id: order {request.order_id} has no invoice to refund")
         return Service.INVOICE, payment_is_online(method, invoice, extra_offline)

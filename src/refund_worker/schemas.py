@@ -78,6 +78,10 @@ class NotificationStatus(StrEnum):
     FAILED = "failed"
 
 
+#: ``service`` when the worker chooses it (from the payment and the invoices).
+AUTO: Literal["auto"] = "auto"
+
+
 class Service(StrEnum):
     """The Magento service a refund is sent to."""
 
@@ -217,7 +221,8 @@ class RefundRequest(_Frozen):
     notify_customer: StrictBool = False
     comment: CommentText | None = None
     comment_visible_to_customer: StrictBool = False
-    service: Literal["auto", "invoice", "order", "creditmemo", "record_only"] = "auto"
+    #: ``auto`` or a ``Service`` value (a Literal, not the enum: one clear error for a bad one).
+    service: Literal["auto", "invoice", "order", "creditmemo", "record_only"] = AUTO
     creditmemo: CreditmemoDocument | None = None
     offline_requested: StrictBool = False
 
@@ -264,6 +269,11 @@ class RefundRequest(_Frozen):
     def payload_hash(self) -> str:
         """SHA-256 of the canonical JSON: the same key with another hash is a conflict."""
         return hashlib.sha256(self.canonical_json().encode()).hexdigest()
+
+    @property
+    def chosen_service(self) -> Service | None:
+        """The service the caller chose; None for ``auto`` (the worker chooses)."""
+        return None if self.service == AUTO else Service(self.service)
 
     @property
     def is_partial(self) -> bool:

