@@ -23,14 +23,20 @@ from enum import Enum
 from typing import Any, cast
 
 from sqlalchemy import (
+    ARRAY,
     BindParameter,
     ColumnElement,
     Connection,
+    Float,
+    Integer,
+    String,
     Table,
+    Text,
     and_,
     bindparam,
     case,
     delete,
+    exists,
     func,
     insert,
     not_,
@@ -43,7 +49,7 @@ from sqlalchemy.exc import IntegrityError
 
 from refund_worker.db import Database, rowcount
 from refund_worker.magento import CallRecord
-from refund_worker.models import MagentoCall, OrderLock, Refund, RefundEvent
+from refund_worker.models import MagentoCall, OrderLock, Refund, RefundEvent, utcnow
 from refund_worker.schemas import (
     SETTLED_STATUSES,
     ErrorKind,
@@ -318,12 +324,110 @@ _CREDITMEMO_OWNER = select(_refunds.c.id).where(
     _refunds.c.creditmemo_id == _param("p_creditmemo_id", _refunds.c.creditmemo_id)
 )
 
+# -- PostgreSQL: a state change and what goes with it in one statement -------------------------
+#
+# On PostgreSQL a data-modifying CTE writes the row, the order lock and the audit rows in one
+# statement: one round trip and, outside a claim, no BEGIN/COMMIT, where three statements in a
+# transaction were five (docs/performance.md, "one statement per state change"). The audit rows
+# travel as one array per column. Whenever the one statement does not apply (it changed no row),
+# the portable path runs and decides.
+
+_AUDIT_COLUMNS: dict[str, ARRAY[Any]] = {
+    "refund_id": ARRAY(String),
+    "attempt": ARRAY(Integer),
+    "operation": ARRAY(String),
+    "method": ARRAY(String),
+    "path": ARRAY(String),
+    "http_status": ARRAY(Integer),
+    "duration_ms": ARRAY(Float),
+    "error": ARRAY(Text),
+}
+
+
+def _audit_insert(only_if: Any = None) -> Any:
+    """INSERT the ``a_<column>`` arrays' rows into ``magento_calls`` (``only_if``: a CTE that
+    must have returned a row)."""
+    rows = select(
+        *(func.unnest(bindparam(f"a_{name}", type_=kind)) for name, kind in _AUDIT_COLUMNS.items()),
+        _param("a_created_at", _magento_calls.c.created_at),
+    )
+    if only_if is not None:
+        rows = rows.where(exists(select(only_if.c.id)))
+    return insert(_magento_calls).from_select([*_AUDIT_COLUMNS, "created_at"], rows)
+
+
+def _audit_arrays(refund_id: str, attempt: int, calls: list[CallRecord]) -> dict[str, Any]:
+    return {
+        "a_refund_id": [refund_id] * len(calls),
+        "a_attempt": [attempt] * len(calls),
+        "a_operation": [call.operation for call in calls],
+        "a_method": [call.method for call in calls],
+        "a_path": [call.path[:255] for call in calls],
+        "a_http_status": [call.http_status for call in calls],
+        "a_duration_ms": [call.duration_ms for call in calls],
+        "a_error": [call.error for call in calls],
+        "a_created_at": utcnow(),  # when recorded, as on the portable path
+    }
+
+
+def _pg_claim() -> Any:
+    """The claim and the order's lock in one statement; ``locked`` says whether the lock is
+    ours (when not, the caller rolls the claim back)."""
+    claimed = _CLAIM.cte("claimed")
+    statement = postgresql.insert(_order_locks).from_select(
+        ["order_id", "refund_id", "expires_at"],
+        select(claimed.c.order_id, _P_REFUND_ID, _P_UNTIL),
+    )
+    locked = (
+        statement.on_conflict_do_update(
+            index_elements=[_order_locks.c.order_id],
+            set_={
+                "refund_id": statement.excluded.refund_id,
+                "expires_at": statement.excluded.expires_at,
+            },
+            where=(_order_locks.c.refund_id == _P_REFUND_ID)
+            | (_order_locks.c.expires_at < _P_NOW),
+        )
+        .returning(_order_locks.c.order_id)
+        .cte("locked")
+    )
+    return select(
+        claimed, exists(select(locked.c.order_id)).label("locked")
+    ).add_cte(locked)
+
+
+def _pg_success() -> Any:
+    """A success while this attempt holds the lease, the order lock released and the audit
+    rows written, in one statement; it counts the rows it recorded (0: the portable path
+    decides)."""
+    recorded = _RECORD_SUCCESS.returning(_refunds.c.id).cte("recorded")
+    released = (
+        _RELEASE_ORDER_LOCK.where(exists(select(recorded.c.id)))
+        .returning(_order_locks.c.order_id)
+        .cte("released")
+    )
+    audited = _audit_insert(only_if=recorded).returning(_magento_calls.c.id).cte("audited")
+    return select(func.count()).select_from(recorded).add_cte(released, audited)
+
+
+def _pg_email_record(statement: Any) -> Any:
+    """The email's outcome and its audit rows in one statement (the rows whether or not the
+    outcome was written, as on the portable path); it counts the outcomes written."""
+    recorded = statement.returning(_refunds.c.id).cte("recorded")
+    audited = _audit_insert().returning(_magento_calls.c.id).cte("audited")
+    return select(func.count()).select_from(recorded).add_cte(audited)
+
+
+_PG_CLAIM = _pg_claim()
+_PG_SUCCESS = _pg_success()
+
 
 class RefundStore:
     """The refund's state changes, each one short transaction on ``database``."""
 
     def __init__(self, database: Database) -> None:
         self.database = database
+        self._postgres = database.engine.dialect.name == "postgresql"
 
     def claim(
         self, refund_id: str, *, token: str, now: datetime, due_by: datetime, lease_until: datetime
@@ -333,20 +437,25 @@ class RefundStore:
         The refund row first, then the order lock: every transaction that touches both locks
         them in this order, so two of them can never deadlock on PostgreSQL.
         """
+        params = {
+            "p_refund_id": refund_id,
+            "p_token": token,
+            "p_now": now,
+            "p_due": due_by,
+            "p_until": lease_until,
+        }
         with self.database.connection_scope() as connection:
-            claimed = connection.execute(
-                _CLAIM,
-                {
-                    "p_refund_id": refund_id,
-                    "p_token": token,
-                    "p_now": now,
-                    "p_due": due_by,
-                    "p_until": lease_until,
-                },
-            ).first()
+            if self._postgres:
+                claimed = connection.execute(_PG_CLAIM, params).first()
+                locked = claimed is not None and claimed.locked
+            else:
+                claimed = connection.execute(_CLAIM, params).first()
+                locked = claimed is not None and take_order_lock(
+                    connection, claimed.order_id, refund_id, now, lease_until
+                )
             if claimed is None:
                 return self._why_not(connection, refund_id, now, due_by)
-            if not take_order_lock(connection, claimed.order_id, refund_id, now, lease_until):
+            if not locked:
                 connection.rollback()  # no attempt spent
                 return OrderBusy(claimed.order_id)
         return ClaimedRefund(
@@ -416,6 +525,11 @@ class RefundStore:
             "p_now": now,
         }
         try:
+            if self._postgres and not reconciled:
+                with self.database.statement_scope() as connection:
+                    audit = _audit_arrays(claim.refund_id, claim.attempt, claim.calls)
+                    if connection.execute(_PG_SUCCESS, {**params, **audit}).scalar() == 1:
+                        return True
             with self.database.connection_scope() as connection:
                 recorded = held = rowcount(connection.execute(_RECORD_SUCCESS, params)) == 1
                 if not held:  # already succeeded (then let go), or taken over meanwhile
@@ -644,12 +758,15 @@ _EMAIL_RECORD = (
         notification_error=_param("p_error", _refunds.c.notification_error),
         notification_lease_expires_at=None,
         notification_version=_email_version + 1,
+        updated_at=_P_NOW,
     )
 )
 _EMAIL_RECORD_RETRY = _EMAIL_RECORD.values(
     notification_next_at=_param("p_next_at", _email_next_at),
-    notification_published_at=_param("p_now", _refunds.c.notification_published_at),
+    notification_published_at=_P_NOW,
 )
+_PG_EMAIL_RECORD = _pg_email_record(_EMAIL_RECORD)
+_PG_EMAIL_RECORD_RETRY = _pg_email_record(_EMAIL_RECORD_RETRY)
 
 
 class EmailStore:
@@ -657,6 +774,7 @@ class EmailStore:
 
     def __init__(self, database: Database) -> None:
         self.database = database
+        self._postgres = database.engine.dialect.name == "postgresql"
 
     def claim(
         self, refund_id: str, *, now: datetime, due_by: datetime, lease_until: datetime
@@ -726,11 +844,16 @@ class EmailStore:
             "p_version": claim.version,
             "p_status": status.value,
             "p_error": error,
+            "p_now": now or utcnow(),
         }
-        statement = _EMAIL_RECORD
+        statement, one_statement = _EMAIL_RECORD, _PG_EMAIL_RECORD
         if next_at is not None:
-            statement = _EMAIL_RECORD_RETRY
-            params.update(p_next_at=next_at, p_now=now or next_at)
+            statement, one_statement = _EMAIL_RECORD_RETRY, _PG_EMAIL_RECORD_RETRY
+            params["p_next_at"] = next_at
+        if self._postgres:
+            audit = _audit_arrays(claim.refund_id, claim.attempt, claim.calls)
+            with self.database.statement_scope() as connection:
+                return connection.execute(one_statement, {**params, **audit}).scalar() == 1
         with self.database.connection_scope() as connection:
             recorded = rowcount(connection.execute(statement, params)) == 1
             insert_calls(connection, claim.refund_id, claim.attempt, claim.calls)
