@@ -206,7 +206,12 @@ def main() -> None:
     args = parser.parse_args()
     rows = {"http": http, "publish": publish, "claim": claim}[args.what](args)
     common.print_table(f"micro: {args.what}", rows)
-    common.write_json(f"micro-{args.what}", {"settings": vars(args), "rows": rows})
+    # One file for the benchmark: each subcommand keeps its own section.
+    path = common.RESULTS / "micro.json"
+    sections = json.loads(path.read_text()) if path.exists() else {}
+    sections[args.what] = {"settings": vars(args), "rows": rows, "machine": common.machine()}
+    path.write_text(json.dumps(sections, indent=2, sort_keys=True, default=str) + "\n")
+    print(f"wrote {path.relative_to(common.ROOT)}")
 
 
 if __name__ == "__main__":

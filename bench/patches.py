@@ -1,7 +1,7 @@
 """Prototype fixes, applied by monkeypatching in benchmark processes only (never shipped).
 
 Each entry measures what a proposed change to ``src/`` (or to a setting) would bring
-(``bench/compare.py`` and ``bench/latency.py`` layouts run them side by side). The patches work
+(``bench/latency.py`` layouts and ``BENCH_PATCHES`` run them side by side). The patches work
 at the lowest level that shows the effect, so they survive edits to the services: they are
 measurements, not the code to merge. Enable with ``--patch NAME`` (``BENCH_PATCHES=a,b`` in
 worker processes).
