@@ -35,7 +35,6 @@ from refund_worker.models import utcnow
 from refund_worker.schemas import NotificationStatus
 from refund_worker.store import ClaimedRefund, EmailStore, RefundStore
 
-
 _MEMO_IDS = itertools.count(1)
 
 
@@ -104,8 +103,12 @@ def one_round(database: Database, name: str, refunds: int) -> dict[str, dict[str
     store, emails = RefundStore(database), EmailStore(database)
     requests = [
         validate_request(
-            {"idempotency_key": f"k-{n}-{utcnow().timestamp()}", "order_id": n + 1,
-             "notify_customer": True, "items": [{"order_item_id": 1, "qty": 1}]}  # fmt: skip
+            {
+                "idempotency_key": f"k-{n}-{utcnow().timestamp()}",
+                "order_id": n + 1,
+                "notify_customer": True,
+                "items": [{"order_item_id": 1, "qty": 1}],
+            }
         )
         for n in range(refunds)
     ]
