@@ -6,7 +6,7 @@
         [--import orders.json ...] \\
         [--token T | --token T=Magento_Sales::creditmemo,Magento_Sales::sales_creditmemo ...] \\
         [--admin-user admin:admin123 ...] [--oauth KEY:SECRET:TOKEN:TOKEN_SECRET ...] \\
-        [--store-code us ...] [--fault-seed 42] [--log-level warning]
+        [--store-code us ...] [--shop eu --shop us ...] [--fault-seed 42] [--log-level warning]
 
 Prints ``simulator listening on http://HOST:PORT`` once bound (useful with ``--port 0``).
 """
@@ -66,6 +66,13 @@ def _parser() -> argparse.ArgumentParser:
         help="OAuth 1.0a integration credentials",
     )
     parser.add_argument("--store-code", action="append", default=[], help="extra store codes")
+    parser.add_argument(
+        "--shop",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="another Magento installation, served under /NAME/ with its own orders (repeatable)",
+    )
     parser.add_argument("--fault-seed", type=int, default=None, help="seed for probability faults")
     parser.add_argument(
         "--log-level", default="warning", choices=["critical", "error", "warning", "info", "debug"]
@@ -115,15 +122,20 @@ def _raise_open_files_limit() -> None:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
-        state = SimulatorState(
-            seed=args.seed,
-            tokens=_tokens(args.token),
-            admin_users=_admin_users(args.admin_user),
-            oauth_credentials=_oauth(args.oauth),
-            store_codes=args.store_code,
-            fault_seed=args.fault_seed,
-            import_files=args.import_files,
-        )
+
+        def new_state() -> SimulatorState:
+            return SimulatorState(
+                seed=args.seed,
+                tokens=_tokens(args.token),
+                admin_users=_admin_users(args.admin_user),
+                oauth_credentials=_oauth(args.oauth),
+                store_codes=args.store_code,
+                fault_seed=args.fault_seed,
+                import_files=args.import_files,
+            )
+
+        state = new_state()
+        app = create_app(state, shops={name: new_state() for name in args.shop})
     except (SeedError, ValueError) as exc:
         print(f"simulator: {exc}", file=sys.stderr)
         return 2
@@ -131,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
     sock = bind_socket(args.host, args.port)
     host = f"[{args.host}]" if ":" in args.host else args.host
     print(f"{LISTENING_PREFIX}http://{host}:{sock.getsockname()[1]}", flush=True)
-    server = uvicorn.Server(uvicorn_config(create_app(state), log_level=args.log_level))
+    server = uvicorn.Server(uvicorn_config(app, log_level=args.log_level))
     server.run(sockets=[sock])
     return 0
 

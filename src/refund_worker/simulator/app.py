@@ -329,17 +329,51 @@ class SimulatorApp(Starlette):
         self.handler = SimulatorHandler(state)
         super().__init__(routes=[Mount("/", app=self.handler)])
         self.simulator = state
+        #: Other shops by path prefix (``"eu"`` serves ``/eu/rest/...``).
+        self.shops: dict[str, SimulatorHandler] = {}
+
+    def add_shop(self, name: str, state: SimulatorState) -> None:
+        """Serve another shop's ``state`` under ``/<name>/``."""
+        if not name.isidentifier() or name in ("rest", "_simulator"):
+            raise ValueError(f"a shop's name is a word such as 'eu', not {name!r}")
+        self.shops[name] = SimulatorHandler(state)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
-            await self.handler(scope, receive, send)
+            handler, scope = self._shop_of(scope)
+            await handler(scope, receive, send)
         else:
             await super().__call__(scope, receive, send)
 
+    def _shop_of(self, scope: Scope) -> tuple[SimulatorHandler, Scope]:
+        """The handler of the shop the path names, and the scope without its prefix."""
+        if self.shops:
+            first, _, rest = scope["path"].lstrip("/").partition("/")
+            handler = self.shops.get(first)
+            if handler is not None:
+                prefix = f"/{first}"
+                raw = scope.get("raw_path")
+                inner = dict(scope, path="/" + rest, root_path=scope.get("root_path", "") + prefix)
+                if raw is not None:
+                    inner["raw_path"] = raw[len(prefix) :] or b"/"
+                return handler, inner
+        return self.handler, scope
+
     def release_hangs(self) -> None:
-        self.handler.release_hangs()
+        for handler in (self.handler, *self.shops.values()):
+            handler.release_hangs()
 
 
-def create_app(state: SimulatorState | None = None) -> SimulatorApp:
-    """The Magento simulator as an ASGI (Starlette) app over ``state`` (a new empty one if None)."""
-    return SimulatorApp(state if state is not None else SimulatorState())
+def create_app(
+    state: SimulatorState | None = None, *, shops: dict[str, SimulatorState] | None = None
+) -> SimulatorApp:
+    """The Magento simulator as an ASGI (Starlette) app over ``state`` (a new empty one if None).
+
+    ``shops``: more Magento installations served by the same process, each under its own path
+    prefix with its own state (``/eu/rest/V1/...``, ``/eu/_simulator/...``): point a shop's
+    base URL at ``http://host:port/eu``. The root (``/rest/...``) is ``state``.
+    """
+    app = SimulatorApp(state if state is not None else SimulatorState())
+    for name, shop_state in (shops or {}).items():
+        app.add_shop(name, shop_state)
+    return app

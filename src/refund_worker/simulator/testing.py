@@ -72,10 +72,15 @@ def bind_socket(host: str, port: int) -> socket.socket:
 
 @contextmanager
 def running_simulator(
-    state: SimulatorState | None = None, *, host: str = "127.0.0.1", port: int = 0
+    state: SimulatorState | None = None,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    shops: dict[str, SimulatorState] | None = None,
 ) -> Iterator[RunningSimulator]:
-    """Serve the simulator from a background thread on ``host:port`` (0 = any free port)."""
-    app = create_app(state)
+    """Serve the simulator from a background thread on ``host:port`` (0 = any free port);
+    ``shops`` serves more installations under their path prefixes (see ``create_app``)."""
+    app = create_app(state, shops=shops)
     sock = bind_socket(host, port)
     chosen = sock.getsockname()[1]
     server = uvicorn.Server(uvicorn_config(app))
