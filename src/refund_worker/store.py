@@ -27,6 +27,7 @@ from sqlalchemy import (
     BindParameter,
     ColumnElement,
     Connection,
+    DateTime,
     Float,
     Integer,
     String,
@@ -341,6 +342,7 @@ _AUDIT_COLUMNS: dict[str, ARRAY[Any]] = {
     "http_status": ARRAY(Integer),
     "duration_ms": ARRAY(Float),
     "error": ARRAY(Text),
+    "created_at": ARRAY(DateTime(timezone=True)),  # when each call started
 }
 
 
@@ -349,14 +351,14 @@ def _audit_insert(only_if: Any = None) -> Any:
     must have returned a row)."""
     rows = select(
         *(func.unnest(bindparam(f"a_{name}", type_=kind)) for name, kind in _AUDIT_COLUMNS.items()),
-        _param("a_created_at", _magento_calls.c.created_at),
     )
     if only_if is not None:
         rows = rows.where(exists(select(only_if.c.id)))
-    return insert(_magento_calls).from_select([*_AUDIT_COLUMNS, "created_at"], rows)
+    return insert(_magento_calls).from_select(list(_AUDIT_COLUMNS), rows)
 
 
 def _audit_arrays(refund_id: str, attempt: int, calls: list[CallRecord]) -> dict[str, Any]:
+    recorded_at = utcnow()
     return {
         "a_refund_id": [refund_id] * len(calls),
         "a_attempt": [attempt] * len(calls),
@@ -366,7 +368,7 @@ def _audit_arrays(refund_id: str, attempt: int, calls: list[CallRecord]) -> dict
         "a_http_status": [call.http_status for call in calls],
         "a_duration_ms": [call.duration_ms for call in calls],
         "a_error": [call.error for call in calls],
-        "a_created_at": utcnow(),  # when recorded, as on the portable path
+        "a_created_at": [call.started_at or recorded_at for call in calls],
     }
 
 
@@ -676,6 +678,7 @@ def insert_calls(
     """The audit rows (``magento_calls``) of one attempt's calls, in one INSERT."""
     if not calls:
         return  # an empty parameter list would insert one row of defaults
+    recorded_at = utcnow()
     connection.execute(
         _INSERT_CALLS,
         [
@@ -688,6 +691,7 @@ def insert_calls(
                 "http_status": call.http_status,
                 "duration_ms": call.duration_ms,
                 "error": call.error,
+                "created_at": call.started_at or recorded_at,
             }
             for call in calls
         ],

@@ -381,7 +381,10 @@ def test_400_rejection_message_names_the_operation(make_client: MakeClient, reco
         http_status=400,
         duration_ms=record.duration_ms,
         error=message,
+        started_at=record.started_at,
     )
+    assert record.started_at is not None
+    assert record.started_at.tzinfo is not None
 
 
 @pytest.mark.parametrize(
@@ -510,6 +513,7 @@ def test_records_hold_no_secrets_headers_or_bodies(
             "http_status",
             "duration_ms",
             "error",
+            "started_at",
         }
         assert "Bearer" not in repr(record)
         assert secret_comment not in repr(record)

@@ -42,6 +42,8 @@ def test_each_call_of_each_attempt_is_audited(env: Env) -> None:
         (c.method, c.path, c.http_status, c.duration_ms, c.error) for c in env.calls]
     for row in rows:
         assert before - timedelta(seconds=1) <= row.created_at <= utcnow()
+    # Each row is stamped when its call started, so they come in the order they were made.
+    assert [row.created_at for row in rows] == [call.started_at for call in env.calls]
     with env.database.session_scope() as session:
         kinds = session.scalars(select(RefundEvent.kind).where(RefundEvent.refund_id == refund_id))
         assert list(kinds) == ["reconciled"]

@@ -60,6 +60,8 @@ class CallRecord:
     http_status: int | None
     duration_ms: float
     error: str | None
+    #: When the call started (UTC): the audit row's time, so a timeline shows it in its place.
+    started_at: datetime | None = None
 
 
 class _UnexpectedBodyError(Exception):
@@ -414,6 +416,7 @@ class MagentoClient:
         """Send one request, map any failure, parse the 2xx body, and always report the call."""
         status: int | None = None
         error: str | None = None
+        started_at = datetime.now(UTC)
         started = time.perf_counter()
         try:
             try:
@@ -467,6 +470,7 @@ class MagentoClient:
                     http_status=status,
                     duration_ms=duration_ms,
                     error=error,
+                    started_at=started_at,
                 )
             )
 
