@@ -5,6 +5,8 @@
   ``--threads`` threads sharing one client, as in a worker; process CPU per call.
 * ``publish``: ``send_task`` per id in ``producer.batch()`` (the code before) against
   ``publishing.publish`` (messages built once), into a Redis db of our own; CPU per message.
+* ``statements``: the refund's claim run as ``store`` runs it (built once, at import) against
+  the same statement built for each call; client CPU per statement.
 * ``claim``: an email's claim as it was (SELECT, then UPDATE under the version read, in a
   transaction) against ``NotificationService``'s one-statement claim on an autocommit
   connection, on a private PostgreSQL database; client CPU per claim, rounds interleaved.
@@ -12,6 +14,7 @@
     python bench/micro.py http [--threads 32 --calls 150]
     python bench/micro.py publish [--messages 5000]
     python bench/micro.py claim [--messages 1500]
+    python bench/micro.py statements [--messages 2000]
 """
 
 from __future__ import annotations
@@ -196,15 +199,86 @@ def claim(args: argparse.Namespace) -> list[dict[str, Any]]:
             for name, values in timings.items()]  # fmt: skip
 
 
+def statements(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """The refund's claim statement run prebuilt (as ``store`` does) against the same statement
+    built anew for each call, on a private PostgreSQL database; client CPU per statement."""
+    from datetime import timedelta
+
+    from sqlalchemy import and_, func, not_, or_, update
+
+    from refund_worker import store
+    from refund_worker.db import Database
+    from refund_worker.intake import enqueue_refund
+    from refund_worker.models import Refund, utcnow
+
+    table = Refund.__table__
+
+    def built_anew() -> Any:  # store._CLAIM, written out as code that builds it per call
+        c = table.c
+        return (
+            update(table)
+            .where(
+                c.id == store._param("p_refund_id", c.id),
+                and_(
+                    c.status != "failed", c.status != "needs_attention", c.status != "succeeded",
+                    not_(and_(c.status == "processing", c.lease_expires_at > store._P_NOW)),
+                    or_(c.status == "processing", c.next_attempt_at.is_(None),
+                        c.next_attempt_at <= store._param("p_due", c.next_attempt_at)),
+                ),
+            )
+            .values(status="processing", attempts=c.attempts + 1, lease_token=store._P_TOKEN,
+                    lease_expires_at=store._P_UNTIL,
+                    in_doubt=or_(c.in_doubt, c.status == "processing"),
+                    first_attempt_at=func.coalesce(c.first_attempt_at, store._P_NOW),
+                    last_call_at=store._P_NOW, version=c.version + 1, updated_at=store._P_NOW)
+            .returning(c.order_id, c.request_json, c.marker_token, c.attempts, c.in_doubt,
+                       c.first_attempt_at, c.last_error)
+        )  # fmt: skip
+
+    class NoPublish:
+        def publish_refunds(self, refund_ids: Any) -> None:
+            pass
+
+    with common.private_database("micro_statements") as url:
+        database = Database.from_url(url, pool_size=1)
+        common.upgrade(database.engine)
+        receipt: Any = enqueue_refund(
+            {"idempotency_key": "micro", "order_id": 1}, database=database, publisher=NoPublish()
+        )
+        rid = receipt.refund_id
+
+        def run(statement: Callable[[], Any]) -> None:
+            now = utcnow()
+            with database.statement_scope() as connection:
+                connection.execute(statement(), {
+                    "p_refund_id": rid, "p_token": "t", "p_now": now,
+                    "p_due": now + timedelta(seconds=1), "p_until": now - timedelta(seconds=1),
+                })  # fmt: skip  (an expired lease: every run claims the row again)
+
+        timings: dict[str, list[float]] = {}
+        for _ in range(3):
+            for name, statement in (("prebuilt (store._CLAIM)", lambda: store._CLAIM),
+                                    ("built anew per call", built_anew)):  # fmt: skip
+                cpu = _cpu()
+                for _ in range(args.messages):
+                    run(statement)
+                timings.setdefault(name, []).append((_cpu() - cpu) / args.messages)
+        database.dispose()
+    return [{"what": name, "cpu_ms_per_statement": round(1000 * min(values), 3)}
+            for name, values in timings.items()]  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("what", choices=["http", "publish", "claim"])
+    parser.add_argument("what", choices=["http", "publish", "claim", "statements"])
     parser.add_argument("--threads", type=int, default=32)
     parser.add_argument("--calls", type=int, default=150)
     parser.add_argument("--messages", type=int, default=5000)
     parser.add_argument("--redis-db", type=int, default=7)
     args = parser.parse_args()
-    rows = {"http": http, "publish": publish, "claim": claim}[args.what](args)
+    rows = {"http": http, "publish": publish, "claim": claim, "statements": statements}[
+        args.what
+    ](args)
     common.print_table(f"micro: {args.what}", rows)
     # One file for the benchmark: each subcommand keeps its own section.
     path = common.RESULTS / "micro.json"
