@@ -383,6 +383,9 @@ def serve(registry: CollectorRegistry, host: str, port: int, token: str | None) 
     return MetricsServer(host, server.server_port, server, thread)
 
 
+_RUNNING: list[MetricsServer] = []
+
+
 def serve_worker_metrics(settings: Settings) -> MetricsServer:
     """The worker's exporter, as ``refund-worker worker`` starts it when ``METRICS_PORT`` is
     set: the checked, locked, emptied ``PROMETHEUS_MULTIPROC_DIR`` summed over every process
@@ -405,5 +408,6 @@ def serve_worker_metrics(settings: Settings) -> MetricsServer:
         lock.close()
         raise
     running.lock = lock
+    _RUNNING.append(running)  # the lock lasts as long as the process, not as the return value
     log.info("metrics exporter on http://%s:%d/metrics", running.host, running.port)
     return running

@@ -14,6 +14,9 @@ elsewhere they are plain in-process values nobody reads. What the database and t
 
 from __future__ import annotations
 
+from functools import cache
+from typing import Any
+
 from prometheus_client import Counter, Histogram
 
 #: Magento operations, as ``magento.MagentoClient`` names them in its ``CallRecord``.
@@ -34,6 +37,7 @@ OPERATIONS = frozenset(
 #: HTTP statuses kept as they are; any other is folded to its class (``4xx``), and a call with
 #: no answer (timeout, refused connection) is ``none``.
 KNOWN_STATUSES = frozenset({200, 201, 400, 401, 403, 404, 409, 429, 500, 502, 503, 504})
+_STATUS_TEXT = {status: str(status) for status in KNOWN_STATUSES}
 SERVICES = frozenset({"auto", "invoice", "order", "creditmemo", "record_only"})
 ATTEMPT_OUTCOMES = frozenset(
     {"succeeded", "failed", "retrying", "needs_attention", "lease_lost", "order_busy", "skipped"}
@@ -102,23 +106,39 @@ def status_label(http_status: int | None) -> str:
     if http_status is None:
         return "none"
     if http_status in KNOWN_STATUSES:
-        return str(http_status)
+        return _STATUS_TEXT[http_status]
     if 100 <= http_status <= 599:
         return f"{http_status // 100}xx"
     return OTHER
 
 
+# The hot path: each labelled child is looked up once per process and label set (``labels()``
+# takes a lock and checks its arguments). The caches are keyed by folded values only, so they
+# stay as small as the label sets; a child made before a fork is safe to use after it
+# (prometheus_client moves every value to the new process's own file).
+
+
+@cache
+def _call_children(operation: str, status: str) -> tuple[Any, Any]:
+    return MAGENTO_CALLS.labels(operation, status), MAGENTO_CALL_SECONDS.labels(operation)
+
+
+@cache
+def _attempt_child(service: str, outcome: str) -> Any:
+    return REFUND_ATTEMPTS.labels(service, outcome)
+
+
 def magento_call(operation: str, http_status: int | None, seconds: float) -> None:
     """Count one Magento call and observe its duration."""
-    operation = _one_of(operation, OPERATIONS)
-    MAGENTO_CALLS.labels(operation, status_label(http_status)).inc()
-    MAGENTO_CALL_SECONDS.labels(operation).observe(seconds)
+    calls, duration = _call_children(_one_of(operation, OPERATIONS), status_label(http_status))
+    calls.inc()
+    duration.observe(seconds)
 
 
 def refund_attempt(service: str | None, outcome: str) -> None:
     """Count one refund delivery; ``service`` is ``unknown`` before routing chose one."""
     label = "unknown" if service is None else _one_of(service, SERVICES)
-    REFUND_ATTEMPTS.labels(label, _one_of(outcome, ATTEMPT_OUTCOMES)).inc()
+    _attempt_child(label, _one_of(outcome, ATTEMPT_OUTCOMES)).inc()
 
 
 def reconciliation(outcome: str) -> None:
@@ -142,9 +162,14 @@ def rate_limit_pause() -> None:
     RATE_LIMIT_PAUSES.inc()
 
 
+@cache
+def _email_child(outcome: str) -> Any:
+    return EMAILS.labels(outcome)
+
+
 def email(outcome: str) -> None:
     """Count one email attempt by outcome."""
-    EMAILS.labels(_one_of(outcome, EMAIL_OUTCOMES)).inc()
+    _email_child(_one_of(outcome, EMAIL_OUTCOMES)).inc()
 
 
 def webhook_delivery(outcome: str) -> None:

@@ -5,6 +5,7 @@ could only serve wrong or open numbers refuses to start, in one line."""
 
 from __future__ import annotations
 
+import fcntl
 import os
 import socket
 import subprocess
@@ -112,6 +113,8 @@ def test_a_prefork_worker_exports_every_child_s_counts(sqlite_stack: Stack, tmp_
                  operation="invoice_refund", le="0.05")
     assert slow == 0  # every one took 100 ms or more: none in the 50 ms bucket
 
+    with (directory / ".refund-worker.lock").open("a+") as lock, pytest.raises(BlockingIOError):
+        fcntl.flock(lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)  # held by the running worker
     # Several processes wrote their own files; the stale one is gone.
     writers = {path.stem.rsplit("_", 1)[1] for path in directory.glob("*.db")}
     assert "1" not in writers
