@@ -192,6 +192,30 @@ def without_order_lock() -> None:
     store.RefundStore._finish = staticmethod(finish)  # type: ignore[method-assign,assignment]
 
 
+@patch
+def no_metrics() -> None:
+    """Ablation, never to ship: every event metric (``refund_worker.metrics``) a no-op. What
+    counting costs a refund (``bench/metrics_cost.py``)."""
+    from refund_worker import metrics
+
+    def nothing(*_: Any) -> None:
+        return None
+
+    for name in ("magento_call", "refund_attempt", "reconciliation", "rate_limit_wait",
+                 "rate_limit_refused", "rate_limit_pause", "email", "webhook_delivery"):
+        setattr(metrics, name, nothing)
+
+
+@patch
+def metrics_exporter() -> None:
+    """The exporter ``refund-worker worker`` starts with ``REFUND_WORKER_METRICS_PORT`` set (the
+    bench's worker runs Celery directly, not through the CLI)."""
+    from refund_worker.exporter import serve_worker_metrics
+    from refund_worker.settings import get_settings
+
+    serve_worker_metrics(get_settings())
+
+
 #: Every change above that keeps behaviour, together. (The fixes measured here before, from
 #: ``no-pre-ping`` to ``publish-prebuilt``, are in ``src/`` now: docs/performance.md.)
 BUNDLES = {

@@ -18,6 +18,7 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
+from refund_worker import metrics
 from refund_worker.attempts import DUE_SLACK, AttemptPolicy, pause_on_rate_limit
 from refund_worker.errors import PermanentError, RetryableError
 from refund_worker.models import utcnow
@@ -138,6 +139,7 @@ class NotificationService:
         now = self.clock()
         next_at = now + timedelta(seconds=retry_in) if retry_in is not None else None
         recorded = self.store.record(claim, status=status, error=error, next_at=next_at, now=now)
+        metrics.email(status.value)
         if not recorded:
             log.warning(
                 "refund %s: notification changed while sending; the next owner decides",

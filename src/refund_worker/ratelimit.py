@@ -14,6 +14,7 @@ from typing import Any, Protocol
 
 import redis
 
+from refund_worker import metrics
 from refund_worker.errors import MagentoRateLimited
 
 log = logging.getLogger(__name__)
@@ -98,13 +99,16 @@ class RedisCallLimiter:
             if wait <= 0:
                 return
             if time.monotonic() + wait > deadline:
+                metrics.rate_limit_refused()
                 raise MagentoRateLimited(
                     f"our shared Magento call limit has no room for {wait:.1f}s", retry_after=wait
                 )
+            metrics.rate_limit_wait(wait)
             time.sleep(wait)
 
     def pause(self, seconds: float) -> None:
         """Make every worker wait ``seconds`` before its next call to this instance."""
+        metrics.rate_limit_pause()
         try:
             self._pause(keys=self._keys[1:], args=[max(0.0, seconds)])
         except redis.RedisError as exc:

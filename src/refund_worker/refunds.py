@@ -27,7 +27,7 @@ from typing import Any, Protocol
 
 from pydantic import ValidationError
 
-from refund_worker import reconcile
+from refund_worker import metrics, reconcile
 from refund_worker.attempts import DUE_SLACK, AttemptPolicy, order_busy_delay, pause_on_rate_limit
 from refund_worker.errors import (
     AttentionRequired,
@@ -156,8 +156,10 @@ class RefundService:
             lease_until=now + timedelta(seconds=self.settings.lease_seconds),
         )
         if isinstance(claim, NotClaimed):
+            metrics.refund_attempt(None, "skipped")
             return AttemptResult(refund_id, claim.status, claim.detail)
         if isinstance(claim, OrderBusy):
+            metrics.refund_attempt(None, "order_busy")
             return AttemptResult(
                 refund_id,
                 RefundStatus.QUEUED,
@@ -179,6 +181,7 @@ class RefundService:
             log.warning(
                 "refund %s: lease lost before the refund call; not calling", claim.refund_id
             )
+            metrics.refund_attempt(claim.service, "lease_lost")
             return AttemptResult(
                 claim.refund_id, RefundStatus.PROCESSING, "lease lost; not called"
             )
@@ -231,6 +234,20 @@ class RefundService:
     ) -> _Success | None:
         """The credit memo an earlier attempt created (it carries the marker and fits the
         request), if any; ``AttentionRequired`` when what carries the marker does not fit."""
+        try:
+            found = self._search_marker(claim, request, magento)
+        except AttentionRequired:
+            metrics.reconciliation("needs_attention")
+            raise
+        except Exception:
+            metrics.reconciliation("error")
+            raise
+        metrics.reconciliation("not_found" if found is None else "found")
+        return found
+
+    def _search_marker(
+        self, claim: ClaimedRefund, request: RefundRequest, magento: MagentoAPI
+    ) -> _Success | None:
         skew = timedelta(seconds=self.settings.reconcile_clock_skew_seconds)
         self.limiter.acquire()
         creditmemos = magento.search_creditmemos(
@@ -318,9 +335,11 @@ class RefundService:
             found = AttentionRequired(f"{taken}; this refund found it too ({success.outcome})")
             return self._attention(claim, request, found)
         if not recorded:
+            metrics.refund_attempt(claim.service, "skipped")
             return AttemptResult(
                 claim.refund_id, RefundStatus.SUCCEEDED, "already recorded by another attempt"
             )
+        metrics.refund_attempt(claim.service, "succeeded")
         log.info("refund %s succeeded: credit memo %s", claim.refund_id, success.creditmemo_id)
         return AttemptResult(
             claim.refund_id,
@@ -351,6 +370,7 @@ class RefundService:
             in_doubt=in_doubt,
             now=self.clock(),
         )
+        metrics.refund_attempt(claim.service, "failed")
         log.warning("refund %s failed permanently: %s", claim.refund_id, error.message)
         return AttemptResult(claim.refund_id, RefundStatus.FAILED, error.message, error=error)
 
@@ -379,6 +399,7 @@ class RefundService:
             last_call_at=_refund_call_started(claim.calls, now),
             now=now,
         )
+        metrics.refund_attempt(claim.service, "retrying")
         log.info("refund %s will retry in %.1fs: %s", claim.refund_id, delay, error.message)
         return AttemptResult(claim.refund_id, RefundStatus.RETRYING, error.message, retry_in=delay)
 
@@ -387,6 +408,7 @@ class RefundService:
     ) -> AttemptResult:
         _describe(error, claim, request)
         self.store.record_attention(claim, reason=error.message, now=self.clock())
+        metrics.refund_attempt(claim.service, "needs_attention")
         log.error("refund %s needs attention: %s", claim.refund_id, error.message)
         return AttemptResult(
             claim.refund_id, RefundStatus.NEEDS_ATTENTION, error.message, error=error

@@ -24,6 +24,9 @@ PLACEHOLDER_SECRETS = frozenset(
     {"", "changeme", "change-me", "change_me", "secret", "password", "token", "xxx", "todo", "..."}
 )
 
+#: A metrics bearer token is at least this long.
+MIN_METRICS_TOKEN_LENGTH = 24
+
 #: The console's signing secret is at least this long (32 URL-safe characters: 192 bits).
 MIN_CONSOLE_SECRET_LENGTH = 32
 
@@ -108,6 +111,14 @@ class Settings(BaseSettings):
     #: (behind a TLS-terminating proxy); over https they always are.
     console_secure_cookies: bool = False
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    #: ``refund-worker worker`` serves its metrics on this port (docs/metrics.md); unset, none.
+    #: Needs ``PROMETHEUS_MULTIPROC_DIR``: one empty, writable directory per worker command.
+    metrics_port: int | None = Field(None, ge=1, le=65535)
+    #: The worker exporter's address; anything but loopback needs ``METRICS_TOKEN``.
+    metrics_host: str = Field("127.0.0.1", min_length=1)
+    #: Bearer token for the worker exporter and the API's ``/metrics`` (which also takes an
+    #: operator key); Prometheus reads it from a file (``authorization.credentials_file``).
+    metrics_token: SecretStr | None = None
 
     @field_validator("database_url")
     @classmethod
@@ -139,7 +150,13 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _consistent(self) -> Settings:
-        for name in ("magento_token", *_OAUTH_FIELDS, "flower_basic_auth", "console_secret"):
+        for name in (
+            "magento_token",
+            *_OAUTH_FIELDS,
+            "flower_basic_auth",
+            "console_secret",
+            "metrics_token",
+        ):
             value = getattr(self, name)
             if (
                 value is not None
@@ -168,6 +185,14 @@ class Settings(BaseSettings):
         ):
             raise ValueError(
                 f"{ENV_PREFIX}CONSOLE_SECRET must be at least {MIN_CONSOLE_SECRET_LENGTH} "
+                "characters (e.g. python3 -c 'import secrets; print(secrets.token_urlsafe(32))')"
+            )
+        if (
+            self.metrics_token is not None
+            and len(self.metrics_token.get_secret_value()) < MIN_METRICS_TOKEN_LENGTH
+        ):
+            raise ValueError(
+                f"{ENV_PREFIX}METRICS_TOKEN must be at least {MIN_METRICS_TOKEN_LENGTH} "
                 "characters (e.g. python3 -c 'import secrets; print(secrets.token_urlsafe(32))')"
             )
         self._check_timings()

@@ -28,6 +28,7 @@ ENV = {
     "REFUND_WORKER_MAGENTO_URL": "https://shop.example.com",
     "REFUND_WORKER_MAGENTO_TOKEN": "integration-token-1",
     "REFUND_WORKER_FLOWER_BASIC_AUTH": "ops:flower-Secret-1",
+    "REFUND_WORKER_METRICS_TOKEN": "metrics-token-Secret-0123456789",
 }
 
 _VARIABLE = re.compile(

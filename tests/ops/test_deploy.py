@@ -87,9 +87,13 @@ def test_expected_services(services: dict[str, Any]) -> None:
         "flower",
         "api",
         "simulator",
+        "prometheus",
+        "grafana",
     }
     assert services["simulator"]["profiles"] == ["dev"]
-    assert all("profiles" not in spec for name, spec in services.items() if name != "simulator")
+    assert services["prometheus"]["profiles"] == services["grafana"]["profiles"] == ["monitoring"]
+    optional = {"simulator", "prometheus", "grafana"}
+    assert all("profiles" not in spec for name, spec in services.items() if name not in optional)
     assert services["migrate"]["restart"] == "no"
     assert services["beat"].get("deploy", {}).get("replicas", 1) == 1
 
@@ -131,7 +135,9 @@ def test_dependencies_wait_for_what_they_need(services: dict[str, Any]) -> None:
                 assert "healthcheck" in services[target], f"{target} has no health check"
             if rule["condition"] == "service_completed_successfully":
                 assert services[target]["restart"] == "no", f"{target} is not one-shot"
-            if "profiles" in services[target]:
+            if "profiles" in services[target] and services[target]["profiles"] != spec.get(
+                "profiles"
+            ):
                 assert rule.get("required") is False, f"{name} needs {target} outside its profile"
     for name in ("worker", "beat", "api"):
         assert services[name]["depends_on"]["migrate"]["condition"] == (
@@ -148,7 +154,9 @@ def test_secrets_come_from_the_environment_and_only_where_needed(
 ) -> None:
     for name, spec in compose["services"].items():
         for key, value in (spec.get("environment") or {}).items():
-            if SECRET_NAME.search(key):
+            if SECRET_NAME.search(key) and key.endswith("__FILE"):  # read from a compose secret
+                assert str(value).startswith("/run/secrets/"), f"{name}: {key} is not a secret"
+            elif SECRET_NAME.search(key):
                 assert str(value).startswith("${"), f"{name}: {key} is written in the file"
     holders = {
         key: sorted(
@@ -158,13 +166,18 @@ def test_secrets_come_from_the_environment_and_only_where_needed(
             "REFUND_WORKER_MAGENTO_TOKEN",
             "REFUND_WORKER_FLOWER_BASIC_AUTH",
             "REFUND_WORKER_API_KEYS",
+            "REFUND_WORKER_METRICS_TOKEN",
         )
     }
     assert holders == {
         "REFUND_WORKER_MAGENTO_TOKEN": ["worker"],
         "REFUND_WORKER_FLOWER_BASIC_AUTH": ["flower"],
         "REFUND_WORKER_API_KEYS": ["api"],
+        "REFUND_WORKER_METRICS_TOKEN": ["api", "worker"],
     }
+    secrets = {name: spec.get("secrets", []) for name, spec in services.items()}
+    assert {name for name, used in secrets.items() if used} == {"prometheus", "grafana"}
+    assert compose["secrets"]["metrics_token"] == {"environment": "REFUND_WORKER_METRICS_TOKEN"}
     for name, spec in ours(services).items():
         for arg in spec["command"]:
             assert ENV["REFUND_WORKER_FLOWER_BASIC_AUTH"] not in arg, f"{name} puts it in argv"

@@ -23,8 +23,9 @@ from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, FastAPI, Header, Query, Request, Security
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from pydantic import ValidationError
 from pydantic.json_schema import models_json_schema
 from starlette.concurrency import run_in_threadpool
@@ -58,6 +59,7 @@ from refund_worker.api.schemas import (
 )
 from refund_worker.db import Database
 from refund_worker.errors import BrokerUnavailable, IdempotencyConflict
+from refund_worker.exporter import StateCollector, state_registry, token_matches
 from refund_worker.intake import IntakeRejection
 from refund_worker.publishing import GuardedPublisher, Publisher
 from refund_worker.queries import refund_view, to_view
@@ -92,6 +94,8 @@ class ApiContext:
     max_body_bytes: int
     database_check: Check
     broker_check: Check | None
+    metrics: CollectorRegistry
+    metrics_token: str | None
 
 
 def _context(request: Request) -> ApiContext:
@@ -522,6 +526,34 @@ async def healthz(api: Context) -> JSONResponse:
     return JSONResponse(health.model_dump(), status_code=503 if down else 200)
 
 
+# -- metrics -----------------------------------------------------------------------------------
+
+
+@router.get("/metrics", include_in_schema=False)
+def metrics(
+    api: Context,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Security(bearer)],
+) -> Response:
+    """Prometheus text: what the database and the broker hold (docs/metrics.md). Needs the
+    metrics token (``REFUND_WORKER_METRICS_TOKEN``) or an operator key."""
+    presented = credentials.credentials if credentials else None
+    if api.metrics_token is None or not token_matches(presented, api.metrics_token):
+        holder = api.keys.holder(presented)
+        if holder is None:
+            raise ApiError.one(
+                401,
+                "the metrics token or an operator key is required: Authorization: Bearer <token>",
+                headers={
+                    "WWW-Authenticate": 'Bearer error="invalid_token"' if presented else "Bearer"
+                },
+            )
+        if holder.role != "operator":
+            raise ApiError.one(
+                403, f"key {holder.name!r} is a {holder.role} key; this needs operator"
+            )
+    return Response(generate_latest(api.metrics), media_type=CONTENT_TYPE_LATEST)
+
+
 # -- the app -----------------------------------------------------------------------------------
 
 
@@ -549,11 +581,13 @@ def create_app(
     publisher: Publisher,
     settings: Settings,
     broker_check: Check | None = None,
+    state: StateCollector | None = None,
 ) -> FastAPI:
     """The HTTP API over ``database``, publishing through ``publisher``.
 
     ``broker_check`` answers whether the broker is reachable for ``/healthz``; by default a Redis
     PING to ``settings.broker_url`` when it is Redis (other brokers show as ``unchecked``).
+    ``state`` is what ``/metrics`` serves; by default the database's gauges (no queue ages).
     """
     default_check = default_broker_check(settings.broker_dsn) if broker_check is None else None
     guarded = GuardedPublisher(publisher)
@@ -590,6 +624,10 @@ def create_app(
         max_body_bytes=settings.api_max_body_bytes,
         database_check=database_check(database),
         broker_check=broker_check if broker_check is not None else default_check,
+        metrics=state_registry(state if state is not None else StateCollector(database)),
+        metrics_token=(
+            settings.metrics_token.get_secret_value() if settings.metrics_token else None
+        ),
     )
     if not settings.api_keys:
         log.warning("no API keys configured (REFUND_WORKER_API_KEYS): every request gets 401")

@@ -16,15 +16,19 @@ FACTORY = "refund_worker.api.server:app_from_environment"
 def build_app(settings: Settings | None = None) -> FastAPI:
     """The API over ``settings.database_url`` (schema checked), publishing to ``broker_url``."""
     from refund_worker.api.app import create_app
+    from refund_worker.celery_app import NOTIFY_QUEUE, QUEUE
     from refund_worker.celery_app import create_app as create_celery_app
     from refund_worker.db import Database
+    from refund_worker.exporter import StateCollector
     from refund_worker.publishing import CeleryPublisher
 
     settings = settings or get_settings()
     database = Database.from_url(settings.database_dsn, pool_size=settings.database_pool_size)
     database.prepare()
-    publisher = CeleryPublisher(create_celery_app(settings))
-    return create_app(database=database, publisher=publisher, settings=settings)
+    celery_app = create_celery_app(settings)
+    publisher = CeleryPublisher(celery_app)
+    state = StateCollector(database, celery_app=celery_app, queues=(QUEUE, NOTIFY_QUEUE))
+    return create_app(database=database, publisher=publisher, settings=settings, state=state)
 
 
 def app_from_environment() -> FastAPI:

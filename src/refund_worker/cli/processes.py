@@ -35,7 +35,16 @@ def worker(ctx: click.Context) -> None:
     so an I/O pool with many threads per process suits them; run two processes per core (one
     process's threads share one interpreter lock, see docs/performance.md). Whatever ``--queues``
     says, the worker also consumes the emails' (``refunds.notify``) and the sweeper's queues.
+
+    With ``REFUND_WORKER_METRICS_PORT`` set it serves ``/metrics`` (every process's counts, prefork
+    children included, summed from ``PROMETHEUS_MULTIPROC_DIR``; docs/metrics.md), or refuses to
+    start naming the setting that is wrong.
     """
+    settings = current_settings()
+    if settings.metrics_port is not None:
+        from refund_worker.exporter import serve_worker_metrics
+
+        serve_worker_metrics(settings)
     from refund_worker.celery_app import QUEUE, app
 
     argv = _celery_argv(
@@ -46,7 +55,7 @@ def worker(ctx: click.Context) -> None:
             "--concurrency": "16",
             "--queues": QUEUE,
             "-E": "",
-            "--loglevel": current_settings().log_level,
+            "--loglevel": settings.log_level,
         },
     )
     sys.exit(_run_worker(app, argv))

@@ -4,7 +4,8 @@ It knows nothing of the database or Celery. One instance (and its transport) is 
 shared by all threads of a worker process; requests are ``httpx.Request`` objects sent through an
 ``httpx`` transport, with ``httpx.Auth`` flows. Every failure leaves as an exception from
 ``refund_worker.errors`` (see :mod:`refund_worker.magento.errors`), and every HTTP call is reported
-to ``on_call`` as a :class:`CallRecord`, succeeded or not.
+to ``on_call`` as a :class:`CallRecord`, succeeded or not, and counted in
+:mod:`refund_worker.metrics` (operation, folded HTTP status, duration; never the path).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from typing import Any, Self, TypeVar
 
 import httpx
 
+from refund_worker import metrics
 from refund_worker.errors import (
     ConfigurationError,
     InvalidRefund,
@@ -454,6 +456,7 @@ class MagentoClient:
             raise
         finally:
             duration_ms = (time.perf_counter() - started) * 1000.0
+            metrics.magento_call(operation, status, duration_ms / 1000.0)
             logger.debug(
                 "magento %s %s %s -> %s in %.1f ms",
                 operation,
