@@ -9,6 +9,7 @@ import httpx
 import redis
 
 from refund_worker.db import Database
+from refund_worker.errors import ConfigurationError
 from refund_worker.magento import BearerAuth, MagentoClient, OAuth1Auth
 from refund_worker.magento.transport import LeanTransport
 from refund_worker.notifications import NotificationService
@@ -98,10 +99,25 @@ def database_pool_size(settings: Settings, task_slots: int | None) -> int | None
 
 
 def _limiter_for(settings: Settings) -> CallLimiter:
-    if settings.magento_rate_limit <= 0 or not settings.broker_dsn.startswith("redis"):
+    if settings.magento_rate_limit <= 0 or settings.broker_kind == "memory":
         return NoLimit()
+    url = settings.limiter_redis_dsn
+    if url is None:
+        raise ConfigurationError(
+            "REFUND_WORKER_MAGENTO_RATE_LIMIT needs a Redis shared by every worker and the broker "
+            "is not Redis: set REFUND_WORKER_REDIS_URL (or REFUND_WORKER_MAGENTO_RATE_LIMIT=0)"
+        )
     # Short timeouts: the limiter fails open, and must not hold a refund up while Redis is away.
-    client = redis.Redis.from_url(settings.broker_dsn, socket_timeout=1, socket_connect_timeout=1)
+    client = redis.Redis.from_url(url, socket_timeout=1, socket_connect_timeout=1)
+    if settings.broker_kind != "redis":
+        # Beside RabbitMQ the Redis is a dependency of its own: refuse to start without it (a
+        # Redis broker is checked by the broker connection itself).
+        try:
+            client.ping()
+        except redis.RedisError as exc:
+            raise ConfigurationError(
+                f"cannot reach the Redis of REFUND_WORKER_REDIS_URL: {type(exc).__name__}"
+            ) from None
     return RedisCallLimiter(
         client, instance=str(settings.magento_url), rate=settings.magento_rate_limit
     )

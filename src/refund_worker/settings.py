@@ -64,6 +64,9 @@ class Settings(BaseSettings):
     #: Secret-bearing URLs (they may hold a password): read them with ``broker_dsn`` and
     #: ``database_dsn``; ``repr`` and ``model_dump_json`` show ``**********``.
     broker_url: SecretStr = SecretStr("redis://localhost:6379/0")
+    #: A Redis for the shared Magento call limit when the broker is not Redis (RabbitMQ): every
+    #: worker must see the same limit. With a Redis broker the broker's Redis serves.
+    redis_url: SecretStr | None = None
     database_url: SecretStr = SecretStr("sqlite:///refund_worker.db")
     #: Database connections each process keeps open. Default: a worker's concurrency + 1 (one
     #: per task thread, so none is opened and closed per task), 10 for other processes.
@@ -92,6 +95,9 @@ class Settings(BaseSettings):
     #: Look this far before the first attempt when searching Magento for our credit memo.
     reconcile_clock_skew_seconds: float = Field(600.0, ge=0)
     visibility_timeout: int = Field(3600, gt=0)
+    #: RabbitMQ's delivery acknowledgement timeout (its ``consumer_timeout``, 30 min unless the
+    #: server says otherwise), in seconds: what the worker may count on (docs/operations.md).
+    consumer_timeout: int = Field(1800, gt=0)
     #: The sweeper re-publishes a refund whose message was due this long ago and never ran.
     republish_after_seconds: float = Field(300.0, gt=0)
     sweep_interval_seconds: float = Field(30.0, gt=0)
@@ -137,6 +143,26 @@ class Settings(BaseSettings):
                 f"not a broker URL: expected one of {', '.join(sorted(BROKER_SCHEMES))}://..."
             )
         return value
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_url(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and broker_kind(value.get_secret_value()) != "redis":
+            raise ValueError("not a Redis URL: expected redis://host:port/db or rediss://...")
+        return value
+
+    @property
+    def broker_kind(self) -> str:
+        """``redis``, ``amqp`` (RabbitMQ) or ``memory``."""
+        return broker_kind(self.broker_dsn)
+
+    @property
+    def limiter_redis_dsn(self) -> str | None:
+        """The Redis of the shared call limit (password included: never print it): the broker's
+        when it is Redis, else ``REDIS_URL``; None when there is none."""
+        if self.redis_url is not None:
+            return self.redis_url.get_secret_value()
+        return self.broker_dsn if self.broker_kind == "redis" else None
 
     @property
     def database_dsn(self) -> str:
@@ -214,6 +240,17 @@ class Settings(BaseSettings):
                 f"{ENV_PREFIX}LEASE_SECONDS ({self.longest_countdown + self.lease_seconds:g}); "
                 "otherwise Redis redelivers messages that are only waiting for their countdown"
             )
+        if (
+            self.broker_kind == "amqp"
+            and self.consumer_timeout <= self.longest_countdown + self.lease_seconds
+        ):
+            raise ValueError(
+                f"{ENV_PREFIX}CONSUMER_TIMEOUT ({self.consumer_timeout}) must exceed the longest "
+                f"retry countdown + {ENV_PREFIX}LEASE_SECONDS "
+                f"({self.longest_countdown + self.lease_seconds:g}), and so must RabbitMQ's "
+                "consumer_timeout; otherwise RabbitMQ closes the channel of a worker whose "
+                "task is still running"
+            )
 
     @property
     def longest_countdown(self) -> float:
@@ -233,6 +270,15 @@ class Settings(BaseSettings):
 
 #: Brokers Celery is configured for (``memory`` runs the demo in one process).
 BROKER_SCHEMES = frozenset({"redis", "rediss", "amqp", "amqps", "pyamqp", "memory"})
+_BROKER_KINDS = {"redis": "redis", "rediss": "redis", "amqp": "amqp", "amqps": "amqp",
+                 "pyamqp": "amqp", "memory": "memory"}
+
+
+def broker_kind(url: str) -> str:
+    """``redis``, ``amqp`` or ``memory`` for a broker URL (``unknown`` for anything else)."""
+    return _BROKER_KINDS.get(url.partition("://")[0], "unknown")
+
+
 #: Database backends the worker supports.
 DATABASE_DIALECTS = frozenset({"sqlite", "postgresql"})
 

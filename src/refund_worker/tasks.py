@@ -14,6 +14,7 @@ from refund_worker.celery_app import (
     QUEUE,
     SWEEP_TASK,
     app,
+    countdown,
 )
 from refund_worker.errors import DatabaseUnavailable, RetryableError
 from refund_worker.models import utcnow
@@ -32,8 +33,9 @@ def _retry_later(task: Task, exc: Exception) -> Exception:
     shown = exc if isinstance(exc, RetryableError) else DatabaseUnavailable(
         f"database error: {type(exc).__name__}"
     )
+    settings = get_runtime().settings
     return task.retry(  # type: ignore[no-any-return]
-        countdown=get_runtime().settings.in_doubt_grace_seconds,
+        countdown=countdown(settings, settings.in_doubt_grace_seconds),
         exc=shown,
         max_retries=None,
         headers=stamp(),
@@ -42,7 +44,11 @@ def _retry_later(task: Task, exc: Exception) -> Exception:
 
 def _settle(task: Task, result: AttemptResult) -> str:
     if result.retry_in is not None:
-        raise task.retry(countdown=result.retry_in, max_retries=None, headers=stamp())
+        raise task.retry(
+            countdown=countdown(get_runtime().settings, result.retry_in),
+            max_retries=None,
+            headers=stamp(),
+        )
     if result.error is not None:
         raise result.error  # stored already; re-raised so Flower shows the failure
     return f"{result.status}: {result.detail}" if result.detail else str(result.status)
