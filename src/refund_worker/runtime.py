@@ -16,6 +16,7 @@ from refund_worker.ratelimit import CallLimiter, NoLimit, RedisCallLimiter
 from refund_worker.refunds import RefundService
 from refund_worker.settings import Settings, get_settings
 from refund_worker.store import EmailStore, RefundStore
+from refund_worker.webhooks.delivery import DeliveryService
 
 
 def magento_auth(settings: Settings) -> httpx.Auth:
@@ -45,6 +46,7 @@ class Runtime:
     limiter: CallLimiter
     refunds: RefundService
     notifications: NotificationService
+    webhooks: DeliveryService
 
     @classmethod
     def from_settings(cls, settings: Settings, *, limiter: CallLimiter | None = None) -> Runtime:
@@ -73,6 +75,7 @@ class Runtime:
             notifications=NotificationService(
                 EmailStore(database), client, settings, limiter=limiter
             ),
+            webhooks=DeliveryService(database, settings),
         )
 
     def check_ready(self) -> None:
@@ -83,6 +86,7 @@ class Runtime:
     def close(self) -> None:
         """Release connections."""
         self.client.close()
+        self.webhooks.close()
         self.database.dispose()
 
 
