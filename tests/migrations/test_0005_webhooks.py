@@ -47,7 +47,7 @@ def test_0005_adds_the_outbox_beside_existing_refunds(
                 " ('msg_1', 'refund.succeeded', 'r1', 'e1', '{}', 'pending', 0, 0, :now, :now)")
             connection.execute(insert, {"now": NOW})
         # One delivery per event and endpoint.
-        with pytest.raises(Exception, match="(?i)unique"), engine.begin() as connection:
+        with pytest.raises(Exception, match=r"(?i)unique"), engine.begin() as connection:
             connection.execute(insert, {"now": NOW})
         command.downgrade(alembic_config(engine), "0003")
         assert current_revision(engine) == "0003"

@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 from typing import Any
 
-import pytest
 from sqlalchemy import select
 
 from refund_worker.models import WebhookDelivery
@@ -61,7 +60,8 @@ def test_a_success_writes_one_delivery_per_subscribed_endpoint(env: Env) -> None
     assert {row.endpoint_id for row in rows} == {wanted, also}
     assert sorted(result.webhooks) == sorted(row.id for row in rows)  # to publish after commit
     assert len({row.event_id for row in rows}) == 1  # one event, one id, for every endpoint
-    assert rows[0].event_id.startswith("msg_") and len(rows[0].event_id) == 36
+    assert rows[0].event_id.startswith("msg_")
+    assert len(rows[0].event_id) == 36
     assert {row.event_type for row in rows} == {"refund.succeeded"}
     assert all(row.status == "pending" and row.refund_id == refund_id for row in rows)
     data = json.loads(rows[0].data_json)
@@ -86,7 +86,8 @@ def test_a_failure_and_needs_attention_write_their_events(env: Env) -> None:
     rows = deliveries(env)
     assert [(row.event_type, row.refund_id) for row in rows] == [("refund.failed", failing)]
     data = json.loads(rows[0].data_json)
-    assert data["status"] == "failed" and "holded" in data["error"]
+    assert data["status"] == "failed"
+    assert "holded" in data["error"]
 
 
 def test_a_retry_writes_nothing(env: Env) -> None:

@@ -51,7 +51,7 @@ class Receiver:
             def log_message(self, *_: Any) -> None:
                 pass
 
-            def do_POST(self) -> None:  # noqa: N802 - http.server's name
+            def do_POST(self) -> None:
                 length = int(self.headers.get("content-length") or 0)
                 body = self.rfile.read(length)
                 mode = receiver.mode

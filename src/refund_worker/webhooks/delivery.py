@@ -30,6 +30,7 @@ from typing import Any, cast
 import httpx
 from sqlalchemy import Table, and_, bindparam, or_, select, update
 
+from refund_worker.attempts import DUE_SLACK
 from refund_worker.db import Database, rowcount
 from refund_worker.errors import ConfigurationError
 from refund_worker.models import Refund, WebhookDelivery, WebhookEndpoint, utcnow
@@ -108,6 +109,7 @@ _CONTEXT = select(
 ).where(
     _endpoints.c.id == bindparam("p_endpoint_id"),
     _refunds.c.id == bindparam("p_refund_id"),
+    _refunds.c.tenant == _endpoints.c.tenant,  # an event goes only to its tenant's endpoints
 )
 _RECORD = update(_deliveries).where(
     _deliveries.c.id == _P_ID, _deliveries.c.version == _P_VERSION
@@ -210,7 +212,7 @@ class DeliveryService:
         params = {
             "p_id": delivery_id,
             "p_now": now,
-            "p_due": now + timedelta(seconds=1),
+            "p_due": now + DUE_SLACK,
             "p_until": now + timedelta(seconds=LEASE_SECONDS),
         }
         with self.database.statement_scope() as connection:
