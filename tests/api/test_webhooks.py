@@ -48,7 +48,7 @@ def test_a_producer_registers_and_sees_the_secret_once(hooks_api: Api) -> None:
     with hooks_api.database.session_scope() as session:  # never stored
         row = session.get(WebhookEndpoint, created["id"])
         assert row is not None
-        assert created["secret"] not in str([getattr(row, c) for c in row.__table__.columns.keys()])
+        assert created["secret"] not in str([getattr(row, c.key) for c in row.__table__.columns])
 
 
 BAD = [
