@@ -38,6 +38,8 @@ class Receiver:
     mode: str = "ok"
     received: list[Received] = field(default_factory=list)
     seed: int = 0
+    #: The port (0: any free one, kept across ``stop()`` and ``start()``).
+    bind_port: int = 0
     _server: ThreadingHTTPServer | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -84,7 +86,8 @@ class Receiver:
                 self.end_headers()
                 self.wfile.write(payload)
 
-        self._server = ThreadingHTTPServer((self.host, 0), Handler)
+        self._server = ThreadingHTTPServer((self.host, self.bind_port), Handler)
+        self.bind_port = int(self._server.server_address[1])
         self._server.daemon_threads = True
         threading.Thread(target=self._server.serve_forever, daemon=True).start()
         return self
@@ -95,8 +98,7 @@ class Receiver:
 
     @property
     def port(self) -> int:
-        assert self._server is not None
-        return int(self._server.server_address[1])
+        return self.bind_port
 
     @property
     def url(self) -> str:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import logging
 import random
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -51,8 +52,6 @@ _refunds = cast(Table, Refund.__table__)
 EXCERPT_CHARS = 200
 #: At most this much of an answer is read (then the connection is closed).
 READ_LIMIT = 1024
-#: A delivery's lease: longer than one attempt can take (connect + reads + recording).
-LEASE_SECONDS = 120.0
 #: A retry due within this many seconds is the task's own countdown; a later one is left to the
 #: sweep (Redis must not hold a message for hours: see the visibility timeout).
 COUNTDOWN_LIMIT_SECONDS = 300.0
@@ -158,6 +157,13 @@ def retry_delay(attempt: int, settings: Settings, rng: random.Random) -> float:
     return ceiling / 2 + rng.uniform(0, ceiling / 2)
 
 
+def lease_seconds(settings: Settings) -> float:
+    """How long an attempt holds its delivery: the refunds' lease, and never less than an
+    attempt can take (the connect, the answer's reads, each up to the timeout, and recording);
+    a killed worker's delivery is taken over once it expires."""
+    return max(settings.lease_seconds, 3 * settings.webhook_timeout + 5)
+
+
 def _iso(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
@@ -213,7 +219,7 @@ class DeliveryService:
             "p_id": delivery_id,
             "p_now": now,
             "p_due": now + DUE_SLACK,
-            "p_until": now + timedelta(seconds=LEASE_SECONDS),
+            "p_until": now + timedelta(seconds=lease_seconds(self.settings)),
         }
         with self.database.statement_scope() as connection:
             claim = connection.execute(_CLAIM, params).first()
@@ -271,13 +277,14 @@ class DeliveryService:
             "user-agent": "refund-worker",
             **signed_headers(secret, event_id, body),
         }
+        deadline = time.monotonic() + 2 * self.settings.webhook_timeout
         try:
             with self.client.stream("POST", url, content=body, headers=headers) as response:
                 read = b""
                 for chunk in response.iter_bytes():
                     read += chunk
-                    if len(read) >= READ_LIMIT:
-                        break
+                    if len(read) >= READ_LIMIT or time.monotonic() > deadline:
+                        break  # a trickling answer is cut short: its status is known
                 excerpt = _excerpt(read[:READ_LIMIT].decode("utf-8", "replace")) or None
                 status = response.status_code
         except httpx.TimeoutException as exc:
