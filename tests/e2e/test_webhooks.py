@@ -99,6 +99,23 @@ def test_outcomes_are_pushed_signed_and_retried_until_taken(hook_stack: Stack) -
             statuses = set(session.scalars(select(WebhookDelivery.status)))
         wait(lambda: _all_delivered(stack), stack, timeout=10)
         assert statuses <= {"delivered", "retrying", "delivering", "pending"}
+        # Neither the secret key nor an endpoint's secret is in the logs or the database.
+        logs = stack.logs()
+        stored = _everything_stored(stack)
+        for value in (SECRET_KEY, good_secret, flaky_secret):
+            assert value not in logs
+            assert value not in stored
+
+
+def _everything_stored(stack: Stack) -> str:
+    from sqlalchemy import text
+
+    with stack.database.engine.connect() as connection:
+        return "\n".join(
+            str(tuple(row))
+            for table in ("webhook_endpoints", "webhook_deliveries", "refund_events", "refunds")
+            for row in connection.execute(text(f"SELECT * FROM {table}"))
+        )
 
 
 def _all_delivered(stack: Stack) -> bool:

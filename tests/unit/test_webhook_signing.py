@@ -72,3 +72,17 @@ def test_secrets_are_derived_from_the_key_and_never_shown_in_repr() -> None:
     assert len(base64.b64decode(first.get_secret_value().removeprefix("whsec_"))) == 32
     with pytest.raises(ConfigurationError, match="not the key"):
         derive_secret(key, "endpoint-1", "salt", expected_key_id=key_id(b"j" * 40))
+
+
+@pytest.mark.parametrize(("value", "message"), [
+    ("changeme", "REFUND_WORKER_SECRET_KEY is a placeholder"),
+    ("too-short", "REFUND_WORKER_SECRET_KEY must be at least 32 characters"),
+])
+def test_the_secret_key_setting_is_checked(value: str, message: str) -> None:
+    from refund_worker.settings import load_settings
+
+    with pytest.raises(ConfigurationError, match=message):
+        load_settings(secret_key=value, _env_file=None)
+    settings = load_settings(secret_key="s" * 40, _env_file=None)
+    assert "s" * 40 not in repr(settings)
+    assert "s" * 40 not in settings.model_dump_json()
