@@ -14,6 +14,8 @@ Redis delivers at least once. Every setting here serves the two promises:
 * so have the notification emails (``refunds.notify``): kombu's Redis transport takes from a
   worker's queues in turn, so an email goes out soon after its refund instead of behind a bulk
   import's whole backlog, and no ``-Q`` can leave emails unconsumed;
+* and so have webhook deliveries (``webhooks.deliver``), for the same reason; a slow receiver
+  holds one task slot for at most ``REFUND_WORKER_WEBHOOK_TIMEOUT`` per read;
 * task events are on so Flower sees every task; results are not stored (the database is the
   source of truth, and a result backend would only duplicate it);
 * a worker survives the broker dying under running tasks (:mod:`refund_worker.broker_fixes`).
@@ -45,13 +47,20 @@ broker_fixes.apply()
 QUEUE = "refunds"
 NOTIFY_QUEUE = "refunds.notify"
 SWEEP_QUEUE = "refunds.sweep"
+WEBHOOK_QUEUE = "webhooks"
 PROCESS_TASK = "refunds.process"
 NOTIFY_TASK = "refunds.notify"
 SWEEP_TASK = "refunds.sweep"
+WEBHOOK_TASK = "webhooks.deliver"
 #: Each task's queue: ``task_routes`` for ``send_task``, and ``publishing.publish``'s own messages.
-TASK_QUEUES = {PROCESS_TASK: QUEUE, NOTIFY_TASK: NOTIFY_QUEUE, SWEEP_TASK: SWEEP_QUEUE}
+TASK_QUEUES = {
+    PROCESS_TASK: QUEUE,
+    NOTIFY_TASK: NOTIFY_QUEUE,
+    SWEEP_TASK: SWEEP_QUEUE,
+    WEBHOOK_TASK: WEBHOOK_QUEUE,
+}
 #: Queues every worker consumes on top of its ``-Q``.
-ALWAYS_CONSUMED = (NOTIFY_QUEUE, SWEEP_QUEUE)
+ALWAYS_CONSUMED = (NOTIFY_QUEUE, SWEEP_QUEUE, WEBHOOK_QUEUE)
 
 
 #: Arguments of every queue on RabbitMQ.

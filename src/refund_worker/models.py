@@ -1,4 +1,5 @@
-"""SQLAlchemy 2.0 tables: refunds, their Magento calls (audit), their events, and order locks."""
+"""SQLAlchemy 2.0 tables: refunds, their Magento calls (audit), their events, order locks, and
+webhook endpoints with their deliveries (the outbox)."""
 
 from __future__ import annotations
 
@@ -160,3 +161,76 @@ class OrderLock(Base):
     order_id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
     refund_id: Mapped[str] = mapped_column(String(36))
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class WebhookEndpoint(Base):
+    """A producer's webhook endpoint: where its tenant's refund events are pushed.
+
+    The signing secret is not stored: it is derived from ``REFUND_WORKER_SECRET_KEY`` and this
+    row's ``secret_salt`` (``webhooks.secrets``), so the database alone cannot sign.
+    """
+
+    __tablename__ = "webhook_endpoints"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    tenant: Mapped[str] = mapped_column(String(64), index=True)
+    url: Mapped[str] = mapped_column(String(2048))
+    #: The event types it receives, comma-delimited with a comma at each end
+    #: (``,refund.succeeded,refund.failed,``) so one ``LIKE '%,type,%'`` tells.
+    event_types: Mapped[str] = mapped_column(String(255))
+    description: Mapped[str | None] = mapped_column(String(200))
+    secret_salt: Mapped[str] = mapped_column(String(64))
+    #: Which secret key derived its secret (a fingerprint, not the key).
+    key_id: Mapped[str] = mapped_column(String(16))
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    disabled_reason: Mapped[str | None] = mapped_column(Text)
+    disabled_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    #: The first failed delivery since its last success (None: not failing).
+    failing_since: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    created_by: Mapped[str | None] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
+
+
+class WebhookDelivery(Base):
+    """The outbox: one event for one endpoint, written with the state change it reports.
+
+    ``event_id`` is the event's (the ``webhook-id`` header): the same on every attempt and on
+    every endpoint that receives the event. ``data_json`` is what the event says of the refund
+    then; its body is rendered from it and the refund's fixed fields, the same every attempt.
+    """
+
+    __tablename__ = "webhook_deliveries"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    event_id: Mapped[str] = mapped_column(String(40), index=True)
+    event_type: Mapped[str] = mapped_column(String(40))
+    refund_id: Mapped[str] = mapped_column(
+        String(36), ForeignKey("refunds.id", ondelete="CASCADE"), index=True
+    )
+    endpoint_id: Mapped[str] = mapped_column(
+        String(36), ForeignKey("webhook_endpoints.id", ondelete="CASCADE"), index=True
+    )
+    data_json: Mapped[str] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    version: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    published_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    last_http_status: Mapped[int | None] = mapped_column(Integer)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    #: The start of the receiver's last answer (at most 200 characters), nothing more.
+    response_excerpt: Mapped[str | None] = mapped_column(String(200))
+    delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    #: Retried until then (None: its event's time + ``REFUND_WORKER_WEBHOOK_RETRY_FOR_SECONDS``;
+    #: a replay sets it anew).
+    retry_until: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    #: When the event happened (its ``timestamp``).
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
+
+    __table_args__ = (
+        UniqueConstraint("event_id", "endpoint_id", name="uq_webhook_deliveries_event_endpoint"),
+        Index("ix_webhook_deliveries_status_next_attempt_at", "status", "next_attempt_at"),
+    )

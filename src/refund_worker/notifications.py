@@ -148,7 +148,11 @@ class NotificationService:
         if status is NotificationStatus.FAILED:
             log.warning("refund %s: notification failed: %s", claim.refund_id, error)
         return AttemptResult(
-            claim.refund_id, status.value, detail or (error or ""), retry_in=retry_in
+            claim.refund_id,
+            status.value,
+            detail or (error or ""),
+            retry_in=retry_in,
+            webhooks=tuple(claim.webhooks),
         )
 
 

@@ -21,7 +21,7 @@ import logging
 import random
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
@@ -105,6 +105,8 @@ class AttemptResult:
     retry_in: float | None = None  # seconds until the task should run again
     publish_notification: bool = False
     error: RefundWorkerError | None = None  # a permanent failure, re-raised so Flower shows it
+    #: Webhook deliveries the outcome wrote to the outbox: their messages go out after it.
+    webhooks: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -170,8 +172,12 @@ class RefundService:
             request = RefundRequest.model_validate_json(claim.request_json)
         except ValidationError as exc:
             unreadable = PermanentError(_unreadable(exc))
-            return self._fail(claim, None, unreadable, in_doubt=claim.was_in_doubt)
-        return self._attempt(claim, request)
+            result = self._fail(claim, None, unreadable, in_doubt=claim.was_in_doubt)
+        else:
+            result = self._attempt(claim, request)
+        if claim.webhooks:
+            result = replace(result, webhooks=tuple(claim.webhooks))
+        return result
 
     def _attempt(self, claim: ClaimedRefund, request: RefundRequest) -> AttemptResult:
         magento = self.magento.recording(claim.calls.append)

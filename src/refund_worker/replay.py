@@ -25,7 +25,8 @@ from sqlalchemy.orm import Session
 from refund_worker.db import Database, rowcount
 from refund_worker.errors import BrokerUnavailable
 from refund_worker.models import Refund, RefundEvent, utcnow
-from refund_worker.publishing import Publisher
+from refund_worker.outbox import OUTBOX_INSERT, EventType, event_params
+from refund_worker.publishing import Publisher, publish_webhooks_of
 from refund_worker.queries import RefundFilter, select_refunds
 from refund_worker.schemas import NotificationStatus, RefundStatus
 
@@ -58,6 +59,8 @@ class ReplayReport:
     #: The broker refused the replayed refunds' messages (why): they are committed, and the
     #: sweeper publishes them.
     unpublished: str | None = None
+    #: The ``refund.replayed`` webhook deliveries written with the replays.
+    webhooks: list[int] = field(default_factory=list)
 
 
 def refusal(row: Refund, notifications: bool) -> str | None:
@@ -193,6 +196,9 @@ def replay(
                         detail=f"by {actor}: {reason} (previous error: {previous})",
                     )
                 )
+                report.webhooks.extend(
+                    _replayed_event(session, row.id, what, actor, reason, previous, now)
+                )
                 report.replayed.append(row.id)
             else:
                 report.refused[row.id] = "changed while replaying; try again"
@@ -201,9 +207,32 @@ def replay(
             publisher.publish_notifications(report.replayed)
         else:
             publisher.publish_refunds(report.replayed)
+        publish_webhooks_of(publisher, report.webhooks)
     except BrokerUnavailable as exc:
         report.unpublished = exc.message
     return report
+
+
+def _replayed_event(
+    session: Session,
+    refund_id: str,
+    what: str,
+    actor: str,
+    reason: str,
+    previous: str | None,
+    now: datetime,
+) -> list[int]:
+    """The ``refund.replayed`` deliveries, in the replay's own transaction."""
+    status = RefundStatus.QUEUED if what == "refund" else RefundStatus.SUCCEEDED
+    data = {
+        "replayed": what,
+        "replayed_by": actor,
+        "reason": reason,
+        "previous_error": previous,
+        "status": status.value,
+    }
+    params = {"p_refund_id": refund_id, "p_now": now, **event_params(data)}
+    return list(session.execute(OUTBOX_INSERT[EventType.REPLAYED], params).scalars())
 
 
 def _requeue(

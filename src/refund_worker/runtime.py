@@ -17,6 +17,7 @@ from refund_worker.ratelimit import CallLimiter, NoLimit, RedisCallLimiter
 from refund_worker.refunds import RefundService
 from refund_worker.settings import Settings, get_settings
 from refund_worker.store import EmailStore, RefundStore
+from refund_worker.webhooks.delivery import DeliveryService
 
 
 def magento_auth(settings: Settings) -> httpx.Auth:
@@ -46,6 +47,7 @@ class Runtime:
     limiter: CallLimiter
     refunds: RefundService
     notifications: NotificationService
+    webhooks: DeliveryService
 
     @classmethod
     def from_settings(cls, settings: Settings, *, limiter: CallLimiter | None = None) -> Runtime:
@@ -74,6 +76,7 @@ class Runtime:
             notifications=NotificationService(
                 EmailStore(database), client, settings, limiter=limiter
             ),
+            webhooks=DeliveryService(database, settings),
         )
 
     def check_ready(self) -> None:
@@ -84,6 +87,7 @@ class Runtime:
     def close(self) -> None:
         """Release connections."""
         self.client.close()
+        self.webhooks.close()
         self.database.dispose()
 
 

@@ -29,6 +29,8 @@ MIN_METRICS_TOKEN_LENGTH = 24
 
 #: The console's signing secret is at least this long (32 URL-safe characters: 192 bits).
 MIN_CONSOLE_SECRET_LENGTH = 32
+#: ``REFUND_WORKER_SECRET_KEY`` (webhook secrets are derived from it) is at least this long.
+MIN_SECRET_KEY_LENGTH = 32
 
 _OAUTH_FIELDS = (
     "magento_oauth_consumer_key",
@@ -116,6 +118,21 @@ class Settings(BaseSettings):
     #: Mark the console's cookies ``Secure`` even when the API itself is reached over plain HTTP
     #: (behind a TLS-terminating proxy); over https they always are.
     console_secure_cookies: bool = False
+    #: Derives every webhook endpoint's signing secret (docs/webhooks.md): without it the
+    #: database cannot sign. Needed by the processes that create endpoints and deliver.
+    secret_key: SecretStr | None = None
+    #: Hosts webhook endpoints may use over plain http and at private or loopback addresses
+    #: (tests, development); every other endpoint is https at a public address.
+    webhook_allowed_hosts: list[str] = Field(default_factory=list)
+    #: Seconds to connect to a receiver, and for each read of its answer.
+    webhook_timeout: float = Field(10.0, gt=0, le=60)
+    #: Backoff between attempts: base * 2^(attempt-1), capped, with jitter.
+    webhook_retry_base_seconds: float = Field(5.0, gt=0)
+    webhook_retry_max_seconds: float = Field(3600.0, gt=0)
+    #: A delivery is retried this long after its event (default 3 days), then failed.
+    webhook_retry_for_seconds: float = Field(3 * 86400.0, gt=0)
+    #: An endpoint whose deliveries kept failing this long (no success since) is disabled.
+    webhook_disable_after_seconds: float = Field(5 * 86400.0, gt=0)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     #: ``refund-worker worker`` serves its metrics on this port (docs/metrics.md); unset, none.
     #: Needs ``PROMETHEUS_MULTIPROC_DIR``: one empty, writable directory per worker command.
@@ -182,6 +199,7 @@ class Settings(BaseSettings):
             "flower_basic_auth",
             "console_secret",
             "metrics_token",
+            "secret_key",
         ):
             value = getattr(self, name)
             if (
@@ -221,8 +239,25 @@ class Settings(BaseSettings):
                 f"{ENV_PREFIX}METRICS_TOKEN must be at least {MIN_METRICS_TOKEN_LENGTH} "
                 "characters (e.g. python3 -c 'import secrets; print(secrets.token_urlsafe(32))')"
             )
+        if (
+            self.secret_key is not None
+            and len(self.secret_key.get_secret_value()) < MIN_SECRET_KEY_LENGTH
+        ):
+            raise ValueError(
+                f"{ENV_PREFIX}SECRET_KEY must be at least {MIN_SECRET_KEY_LENGTH} characters "
+                "(e.g. python3 -c 'import secrets; print(secrets.token_urlsafe(32))')"
+            )
         self._check_timings()
         return self
+
+    def require_secret_key(self) -> bytes:
+        """The secret key's bytes, or a ``ConfigurationError`` naming the setting."""
+        if self.secret_key is None:
+            raise ConfigurationError(
+                f"{ENV_PREFIX}SECRET_KEY is not set: webhook secrets are derived from it "
+                "(python3 -c 'import secrets; print(secrets.token_urlsafe(32))')"
+            )
+        return self.secret_key.get_secret_value().encode()
 
     def _check_timings(self) -> None:
         # One attempt makes up to four Magento calls (order, invoice, reconcile, refund).

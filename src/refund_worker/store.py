@@ -51,6 +51,7 @@ from sqlalchemy.exc import IntegrityError
 from refund_worker.db import Database, rowcount
 from refund_worker.magento import CallRecord
 from refund_worker.models import MagentoCall, OrderLock, Refund, RefundEvent, utcnow
+from refund_worker.outbox import OUTBOX_INSERT, EventType, event_params, outbox_insert
 from refund_worker.schemas import (
     SETTLED_STATUSES,
     ErrorKind,
@@ -117,6 +118,8 @@ class ClaimedRefund:
     #: The Magento service this attempt chose, once routing has run (kept on every outcome).
     service: str | None = None
     calls: list[CallRecord] = field(default_factory=list)
+    #: Webhook deliveries the recorded outcome wrote to the outbox (to publish after commit).
+    webhooks: list[int] = field(default_factory=list)
 
 
 @dataclass
@@ -131,6 +134,8 @@ class ClaimedEmail:
     last_error: str | None
     claimed_at: datetime
     calls: list[CallRecord] = field(default_factory=list)
+    #: Webhook deliveries the recorded outcome wrote to the outbox (to publish after commit).
+    webhooks: list[int] = field(default_factory=list)
 
 
 class Renewal(Enum):
@@ -402,26 +407,52 @@ def _pg_success() -> Any:
     """A success while this attempt holds the lease, the order lock released and the audit
     rows written, in one statement; it counts the rows it recorded (0: the portable path
     decides)."""
-    recorded = _RECORD_SUCCESS.returning(_refunds.c.id).cte("recorded")
+    recorded = _RECORD_SUCCESS.returning(_refunds.c.id, _refunds.c.tenant).cte("recorded")
     released = (
         _RELEASE_ORDER_LOCK.where(exists(select(recorded.c.id)))
         .returning(_order_locks.c.order_id)
         .cte("released")
     )
     audited = _audit_insert(only_if=recorded).returning(_magento_calls.c.id).cte("audited")
-    return select(func.count()).select_from(recorded).add_cte(released, audited)
+    return _counted(recorded, EventType.SUCCEEDED, released, audited)
 
 
-def _pg_email_record(statement: Any) -> Any:
+def _counted(recorded: Any, event_type: EventType | None, *ctes: Any) -> Any:
+    """``SELECT`` the rows ``recorded`` changed (``recorded``) and the ids of the webhook
+    deliveries its ``event_type`` wrote to the outbox (``webhooks``: an array, NULL if none)."""
+    count = select(func.count()).select_from(recorded).scalar_subquery().label("recorded")
+    if event_type is None:
+        return select(count).add_cte(*ctes)
+    outboxed = outbox_insert(event_type, recorded).cte("outboxed")
+    webhooks = select(func.array_agg(outboxed.c.id)).scalar_subquery().label("webhooks")
+    return select(count, webhooks).add_cte(*ctes, outboxed)
+
+
+def _pg_outcome(statement: Any, event_type: EventType) -> Any:
+    """A failure or needs-attention outcome and its outbox rows in one statement: the first
+    statement of the portable path, which runs the rest (``_record``)."""
+    recorded = statement.returning(_refunds.c.id, _refunds.c.tenant).cte("recorded")
+    return _counted(recorded, event_type)
+
+
+def _pg_email_record(statement: Any, event_type: EventType | None = None) -> Any:
     """The email's outcome and its audit rows in one statement (the rows whether or not the
-    outcome was written, as on the portable path); it counts the outcomes written."""
-    recorded = statement.returning(_refunds.c.id).cte("recorded")
+    outcome was written, as on the portable path); it counts the outcomes written, and writes
+    ``event_type``'s outbox rows when one was."""
+    recorded = statement.returning(_refunds.c.id, _refunds.c.tenant).cte("recorded")
     audited = _audit_insert().returning(_magento_calls.c.id).cte("audited")
-    return select(func.count()).select_from(recorded).add_cte(audited)
+    return _counted(recorded, event_type, audited)
 
 
 _PG_CLAIM = _pg_claim()
 _PG_SUCCESS = _pg_success()
+_PG_RECORD_FAILURE = _pg_outcome(_RECORD_FAILURE, EventType.FAILED)
+_PG_RECORD_ATTENTION = _pg_outcome(_RECORD_ATTENTION, EventType.NEEDS_ATTENTION)
+#: An outcome's first statement and its outbox rows, in one statement on PostgreSQL.
+_PG_OUTCOMES = {
+    EventType.FAILED: _PG_RECORD_FAILURE,
+    EventType.NEEDS_ATTENTION: _PG_RECORD_ATTENTION,
+}
 
 
 class RefundStore:
@@ -526,11 +557,24 @@ class RefundStore:
             "p_service": None if reconciled else claim.service,
             "p_now": now,
         }
+        params.update(
+            event_params(
+                {
+                    "status": RefundStatus.SUCCEEDED.value,
+                    "creditmemo_id": creditmemo_id,
+                    "outcome": outcome,
+                    "service": claim.service,
+                    "reconciled": reconciled,
+                }
+            )
+        )
         try:
             if self._postgres and not reconciled:
                 with self.database.statement_scope() as connection:
                     audit = _audit_arrays(claim.refund_id, claim.attempt, claim.calls)
-                    if connection.execute(_PG_SUCCESS, {**params, **audit}).scalar() == 1:
+                    row = connection.execute(_PG_SUCCESS, {**params, **audit}).one()
+                    if row.recorded == 1:
+                        claim.webhooks = list(row.webhooks or ())
                         return True
             with self.database.connection_scope() as connection:
                 recorded = held = rowcount(connection.execute(_RECORD_SUCCESS, params)) == 1
@@ -541,8 +585,12 @@ class RefundStore:
                 self._finish(connection, claim, release_lock=held)
                 if recorded and reconciled:
                     self._event(connection, claim.refund_id, "reconciled", outcome)
+                webhooks = (
+                    _outbox(connection, EventType.SUCCEEDED, params) if recorded else []
+                )
         except IntegrityError:
             raise CreditmemoTaken(creditmemo_id, self.creditmemo_owner(creditmemo_id)) from None
+        claim.webhooks = webhooks
         return recorded
 
     def record_retry(
@@ -591,7 +639,17 @@ class RefundStore:
                 "p_http_status": http_status,
                 "p_in_doubt": in_doubt,
                 "p_now": now,
+                **event_params(
+                    {
+                        "status": RefundStatus.FAILED.value,
+                        "error": error,
+                        "error_kind": kind.value,
+                        "http_status": http_status,
+                        "service": claim.service,
+                    }
+                ),
             },
+            event_type=EventType.FAILED,
         )
 
     def record_attention(self, claim: ClaimedRefund, *, reason: str, now: datetime) -> bool:
@@ -607,8 +665,16 @@ class RefundStore:
                 "p_in_doubt": True,
                 "p_attention": reason,
                 "p_now": now,
+                **event_params(
+                    {
+                        "status": RefundStatus.NEEDS_ATTENTION.value,
+                        "reason": reason,
+                        "service": claim.service,
+                    }
+                ),
             },
             event=("needs_attention", reason),
+            event_type=EventType.NEEDS_ATTENTION,
         )
 
     def creditmemo_owner(self, creditmemo_id: int) -> str | None:
@@ -626,10 +692,12 @@ class RefundStore:
         values: dict[str, Any],
         *,
         event: tuple[str, str] | None = None,
+        event_type: EventType | None = None,
     ) -> bool:
         """Write an outcome while this attempt holds the lease. When it no longer does, the
         refund either succeeded meanwhile (the lease is let go: True) or was taken over (the
-        next owner decides: False). Audit rows are written either way."""
+        next owner decides: False). Audit rows are written either way; ``event_type``'s
+        webhook deliveries only with the outcome."""
         params = {
             **values,
             "p_refund_id": claim.refund_id,
@@ -637,12 +705,21 @@ class RefundStore:
             "p_order_id": claim.order_id,
             "p_service": claim.service,
         }
+        webhooks: list[int] = []
         with self.database.connection_scope() as connection:
-            written = rowcount(connection.execute(statement, params)) == 1
+            if self._postgres and event_type is not None:  # the outcome and its outbox rows
+                row = connection.execute(_PG_OUTCOMES[event_type], params).one()
+                written = row.recorded == 1
+                webhooks = list(row.webhooks or ())
+            else:
+                written = rowcount(connection.execute(statement, params)) == 1
+                if written and event_type is not None:
+                    webhooks = _outbox(connection, event_type, params)
             held = written or rowcount(connection.execute(_RELEASE_LEASE, params)) == 1
             self._finish(connection, claim, release_lock=held)
             if written and event is not None:
                 self._event(connection, claim.refund_id, *event)
+        claim.webhooks = webhooks
         return held
 
     @staticmethod
@@ -660,6 +737,12 @@ class RefundStore:
         connection.execute(
             _INSERT_EVENT, {"p_refund_id": refund_id, "p_kind": kind, "p_detail": detail}
         )
+
+
+def _outbox(connection: Connection, event_type: EventType, params: dict[str, Any]) -> list[int]:
+    """Write ``event_type``'s deliveries to the outbox in ``connection``'s transaction (the
+    portable path; PostgreSQL's one-statement paths carry it in a CTE); their ids."""
+    return list(connection.execute(OUTBOX_INSERT[event_type], params).scalars())
 
 
 def take_order_lock(
@@ -770,6 +853,7 @@ _EMAIL_RECORD_RETRY = _EMAIL_RECORD.values(
     notification_published_at=_P_NOW,
 )
 _PG_EMAIL_RECORD = _pg_email_record(_EMAIL_RECORD)
+_PG_EMAIL_RECORD_SENT = _pg_email_record(_EMAIL_RECORD, EventType.NOTIFICATION_SENT)
 _PG_EMAIL_RECORD_RETRY = _pg_email_record(_EMAIL_RECORD_RETRY)
 
 
@@ -851,14 +935,30 @@ class EmailStore:
             "p_now": now or utcnow(),
         }
         statement, one_statement = _EMAIL_RECORD, _PG_EMAIL_RECORD
+        sent = status is NotificationStatus.SENT
+        if sent:
+            one_statement = _PG_EMAIL_RECORD_SENT
+            params.update(
+                event_params(
+                    {
+                        "status": RefundStatus.SUCCEEDED.value,
+                        "notification_status": status.value,
+                        "creditmemo_id": claim.creditmemo_id,
+                    }
+                )
+            )
         if next_at is not None:
             statement, one_statement = _EMAIL_RECORD_RETRY, _PG_EMAIL_RECORD_RETRY
             params["p_next_at"] = next_at
         if self._postgres:
             audit = _audit_arrays(claim.refund_id, claim.attempt, claim.calls)
             with self.database.statement_scope() as connection:
-                return connection.execute(one_statement, {**params, **audit}).scalar() == 1
+                row = connection.execute(one_statement, {**params, **audit}).one()
+            claim.webhooks = list(getattr(row, "webhooks", None) or ())
+            return bool(row.recorded == 1)
         with self.database.connection_scope() as connection:
             recorded = rowcount(connection.execute(statement, params)) == 1
             insert_calls(connection, claim.refund_id, claim.attempt, claim.calls)
+            if recorded and sent:
+                claim.webhooks = _outbox(connection, EventType.NOTIFICATION_SENT, params)
         return recorded

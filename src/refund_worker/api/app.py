@@ -633,5 +633,9 @@ def create_app(
         log.warning("no API keys configured (REFUND_WORKER_API_KEYS): every request gets 401")
     install_error_handlers(app)
     app.include_router(router)
+    from refund_worker.api.webhooks import router as webhooks_router  # it imports this module
+
+    app.state.webhook_settings = settings
+    app.include_router(webhooks_router)
     mount_console(app, database=database, publisher=guarded, keys=keys, settings=settings)
     return app

@@ -10,6 +10,7 @@ and the read-only commands start without loading Celery, FastAPI or the simulato
 ``database``   ``db upgrade``, ``check``
 ``processes``  ``worker``, ``beat``, ``flower``, ``simulator``, ``demo``
 ``api.cli``    ``api``, ``api-key``
+``webhooks``   ``webhooks add|list|enable|disable|deliveries|replay``
 =============  ===============================================================
 
 Every command that shows data takes ``--json``; tables are drawn with rich.
@@ -97,6 +98,11 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
         "refund_worker.api.cli",
         "api_key_command",
         "Make an API key for NAME: prints the key (once) and the entry for REFUND_WORKER_API_KEYS.",
+    ),
+    "webhooks": (
+        "refund_worker.cli.webhooks",
+        "webhooks",
+        "Webhook endpoints and their deliveries (docs/webhooks.md).",
     ),
 }
 
