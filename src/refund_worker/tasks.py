@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from datetime import timedelta
 
 from celery import Task
 from sqlalchemy.exc import SQLAlchemyError
@@ -11,6 +12,7 @@ from refund_worker.celery_app import (
     NOTIFY_QUEUE,
     NOTIFY_TASK,
     PROCESS_TASK,
+    PRUNE_TASK,
     QUEUE,
     SWEEP_TASK,
     app,
@@ -20,6 +22,7 @@ from refund_worker.models import utcnow
 from refund_worker.publishing import CeleryPublisher, stamp
 from refund_worker.queues import oldest_queued_at
 from refund_worker.refunds import AttemptResult
+from refund_worker.retention import prune
 from refund_worker.runtime import get_runtime
 from refund_worker.sweeper import purge_expired_order_locks, sweep
 
@@ -95,3 +98,31 @@ def sweep_stranded() -> dict[str, int]:
             len(found.notifications),
         )
     return {"refunds": len(found.refunds), "notifications": len(found.notifications)}
+
+
+#: Rows per batch, and the pause between batches, of the scheduled prune: it yields to workers.
+PRUNE_BATCH = 1000
+PRUNE_PAUSE_SECONDS = 0.05
+
+
+@app.task(name=PRUNE_TASK, ignore_result=True)
+def prune_history() -> dict[str, int]:
+    """Remove the audit rows and events of refunds settled ``prune_after_days`` ago (run by
+    beat once a day when that setting is set; the refund rows stay)."""
+    runtime = get_runtime()
+    days = runtime.settings.prune_after_days
+    if days is None:  # the setting was unset since beat scheduled this
+        return {}
+    report = prune(
+        runtime.database,
+        cutoff=utcnow() - timedelta(days=days),
+        batch=PRUNE_BATCH,
+        pause=PRUNE_PAUSE_SECONDS,
+    )
+    log.info(
+        "pruned %s in %d batches (%.1f s)",
+        ", ".join(f"{count} {table}" for table, count in report.removed.items()),
+        report.batches,
+        report.seconds,
+    )
+    return report.removed
