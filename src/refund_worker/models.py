@@ -120,6 +120,7 @@ class Refund(Base):
         Index("ix_refunds_idempotency_key", "idempotency_key"),
         Index("ix_refunds_created_at_id", "created_at", "id"),
         Index("ix_refunds_status_created_at_id", "status", "created_at", "id"),
+        Index("ix_refunds_tenant_status_created_at_id", "tenant", "status", "created_at", "id"),
     )
 
 

@@ -16,6 +16,7 @@ NEW_INDEXES = {
     ("refunds", "ix_refunds_idempotency_key", ("idempotency_key",)),
     ("refunds", "ix_refunds_created_at_id", ("created_at", "id")),
     ("refunds", "ix_refunds_status_created_at_id", ("status", "created_at", "id")),
+    ("refunds", "ix_refunds_tenant_status_created_at_id", ("tenant", "status", "created_at", "id")),
     ("refund_events", "ix_refund_events_created_at", ("created_at",)),
 }
 

@@ -13,6 +13,9 @@ one with EXPLAIN ANALYZE at 1,000,000 refunds and 3,000,000 audit rows):
   that match many rows: ``--tenant``, ``--service``);
 * ``refunds (status, created_at, id)``: ``list --status``, ``replay --status failed`` and stats'
   oldest unsettled refund, in order, without sorting;
+* ``refunds (tenant, status, created_at, id)``: a producer's ``GET /v1/refunds?status=failed``
+  (always one tenant): without it, a tenant with no failed refunds made PostgreSQL walk every
+  other tenant's failed refunds (318 ms at 20,000 failed; 0.2 ms with it);
 * ``refund_events (created_at)``: the prune's bound on the newest event before its cutoff.
 
 On PostgreSQL each index is built ``CONCURRENTLY``, outside the migration's transaction (an
@@ -36,6 +39,7 @@ INDEXES = (
     ("ix_refunds_idempotency_key", "refunds", ["idempotency_key"]),
     ("ix_refunds_created_at_id", "refunds", ["created_at", "id"]),
     ("ix_refunds_status_created_at_id", "refunds", ["status", "created_at", "id"]),
+    ("ix_refunds_tenant_status_created_at_id", "refunds", ["tenant", "status", "created_at", "id"]),
     ("ix_refund_events_created_at", "refund_events", ["created_at"]),
 )
 
