@@ -52,12 +52,16 @@ PROCESS_TASK = "refunds.process"
 NOTIFY_TASK = "refunds.notify"
 SWEEP_TASK = "refunds.sweep"
 WEBHOOK_TASK = "webhooks.deliver"
+PRUNE_TASK = "refunds.prune"
+#: How often beat runs the prune when ``Settings.prune_after_days`` is set.
+PRUNE_INTERVAL_SECONDS = 24 * 3600
 #: Each task's queue: ``task_routes`` for ``send_task``, and ``publishing.publish``'s own messages.
 TASK_QUEUES = {
     PROCESS_TASK: QUEUE,
     NOTIFY_TASK: NOTIFY_QUEUE,
     SWEEP_TASK: SWEEP_QUEUE,
     WEBHOOK_TASK: WEBHOOK_QUEUE,
+    PRUNE_TASK: SWEEP_QUEUE,
 }
 #: Queues every worker consumes on top of its ``-Q``.
 ALWAYS_CONSUMED = (NOTIFY_QUEUE, SWEEP_QUEUE, WEBHOOK_QUEUE)
@@ -114,14 +118,27 @@ def configure(app: Celery, settings: Settings) -> None:
         task_send_sent_event=False,
         worker_hijack_root_logger=False,
         worker_cancel_long_running_tasks_on_connection_loss=False,
-        beat_schedule={
-            "sweep-stranded-refunds": {
-                "task": SWEEP_TASK,
-                "schedule": settings.sweep_interval_seconds,
-                "options": {"expires": settings.sweep_interval_seconds, "queue": SWEEP_QUEUE},
-            }
-        },
+        beat_schedule=beat_schedule(settings),
     )
+
+
+def beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
+    """The sweeper every ``sweep_interval_seconds``; the history prune once a day, only when
+    ``prune_after_days`` is set (off by default)."""
+    schedule: dict[str, dict[str, Any]] = {
+        "sweep-stranded-refunds": {
+            "task": SWEEP_TASK,
+            "schedule": settings.sweep_interval_seconds,
+            "options": {"expires": settings.sweep_interval_seconds, "queue": SWEEP_QUEUE},
+        }
+    }
+    if settings.prune_after_days is not None:
+        schedule["prune-settled-history"] = {
+            "task": PRUNE_TASK,
+            "schedule": PRUNE_INTERVAL_SECONDS,
+            "options": {"expires": PRUNE_INTERVAL_SECONDS, "queue": SWEEP_QUEUE},
+        }
+    return schedule
 
 
 def check_visibility_timeout(app: Celery, settings: Settings) -> None:

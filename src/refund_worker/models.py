@@ -117,6 +117,11 @@ class Refund(Base):
         UniqueConstraint("creditmemo_id", name="uq_refunds_creditmemo_id"),
         Index("ix_refunds_status_next_attempt_at", "status", "next_attempt_at"),
         Index("ix_refunds_notification_status", "notification_status"),
+        # Reads over a large history (migration 0006; bench/db_scale.py measures each).
+        Index("ix_refunds_idempotency_key", "idempotency_key"),
+        Index("ix_refunds_created_at_id", "created_at", "id"),
+        Index("ix_refunds_status_created_at_id", "status", "created_at", "id"),
+        Index("ix_refunds_tenant_status_created_at_id", "tenant", "status", "created_at", "id"),
     )
 
 
@@ -150,7 +155,7 @@ class RefundEvent(Base):
     )
     kind: Mapped[str] = mapped_column(String(32))
     detail: Mapped[str | None] = mapped_column(Text)
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, index=True)
 
 
 class OrderLock(Base):

@@ -31,6 +31,9 @@ MIN_METRICS_TOKEN_LENGTH = 24
 MIN_CONSOLE_SECRET_LENGTH = 32
 #: ``REFUND_WORKER_SECRET_KEY`` (webhook secrets are derived from it) is at least this long.
 MIN_SECRET_KEY_LENGTH = 32
+#: History younger than this many days is never pruned: operators investigate and replay failed
+#: refunds from their audit rows and events (``refund-worker db prune``, ``PRUNE_AFTER_DAYS``).
+MIN_RETENTION_DAYS = 30
 
 _OAUTH_FIELDS = (
     "magento_oauth_consumer_key",
@@ -104,6 +107,9 @@ class Settings(BaseSettings):
     republish_after_seconds: float = Field(300.0, gt=0)
     sweep_interval_seconds: float = Field(30.0, gt=0)
     notification_max_attempts: int = Field(5, ge=1, le=100)
+    #: Beat prunes the history (audit rows, events) of refunds settled this many days ago, once
+    #: a day (``refund-worker db prune``); unset: never. At least ``MIN_RETENTION_DAYS``.
+    prune_after_days: int | None = None
 
     flower_basic_auth: SecretStr | None = None
     #: HTTP intake keys, as JSON: ``[{"name": "erp", "role": "producer", "sha256": "..."}]``.
@@ -246,6 +252,12 @@ class Settings(BaseSettings):
             raise ValueError(
                 f"{ENV_PREFIX}SECRET_KEY must be at least {MIN_SECRET_KEY_LENGTH} characters "
                 "(e.g. python3 -c 'import secrets; print(secrets.token_urlsafe(32))')"
+            )
+        if self.prune_after_days is not None and self.prune_after_days < MIN_RETENTION_DAYS:
+            raise ValueError(
+                f"{ENV_PREFIX}PRUNE_AFTER_DAYS ({self.prune_after_days}) must be at least "
+                f"{MIN_RETENTION_DAYS}: history younger than that is never pruned (unset it to "
+                "never prune)"
             )
         self._check_timings()
         return self

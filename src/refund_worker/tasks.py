@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from celery import Task
 from sqlalchemy.exc import SQLAlchemyError
@@ -12,6 +12,7 @@ from refund_worker.celery_app import (
     NOTIFY_QUEUE,
     NOTIFY_TASK,
     PROCESS_TASK,
+    PRUNE_TASK,
     QUEUE,
     SWEEP_TASK,
     WEBHOOK_TASK,
@@ -24,6 +25,7 @@ from refund_worker.models import utcnow
 from refund_worker.publishing import CeleryPublisher, stamp
 from refund_worker.queues import oldest_queued_at
 from refund_worker.refunds import AttemptResult
+from refund_worker.retention import prune
 from refund_worker.runtime import get_runtime
 from refund_worker.settings import Settings
 from refund_worker.sweeper import purge_expired_order_locks, sweep
@@ -155,3 +157,31 @@ def sweep_webhooks(
     if found:
         log.info("sweeper published %d webhook deliveries", len(found))
     return found
+
+
+#: Rows per batch, and the pause between batches, of the scheduled prune: it yields to workers.
+PRUNE_BATCH = 1000
+PRUNE_PAUSE_SECONDS = 0.05
+
+
+@app.task(name=PRUNE_TASK, ignore_result=True)
+def prune_history() -> dict[str, int]:
+    """Remove the audit rows and events of refunds settled ``prune_after_days`` ago (run by
+    beat once a day when that setting is set; the refund rows stay)."""
+    runtime = get_runtime()
+    days = runtime.settings.prune_after_days
+    if days is None:  # the setting was unset since beat scheduled this
+        return {}
+    report = prune(
+        runtime.database,
+        cutoff=utcnow() - timedelta(days=days),
+        batch=PRUNE_BATCH,
+        pause=PRUNE_PAUSE_SECONDS,
+    )
+    log.info(
+        "pruned %s in %d batches (%.1f s)",
+        ", ".join(f"{count} {table}" for table, count in report.removed.items()),
+        report.batches,
+        report.seconds,
+    )
+    return report.removed

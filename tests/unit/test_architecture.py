@@ -19,7 +19,7 @@ LAYERS: dict[str, float] = {
     "outbox": 3,
     "store": 3.5,
     "refunds": 4, "notifications": 4, "intake": 4, "queries": 4, "sweeper": 4,
-    "webhooks": 4,
+    "webhooks": 4, "retention": 4,
     "celery_app": 5, "publishing": 5, "queues": 5, "runtime": 5, "tasks": 5, "exporter": 5,
     "replay": 6,
     "cli": 7, "api": 7, "demo": 7, "testing": 7,

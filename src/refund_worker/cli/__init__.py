@@ -7,7 +7,7 @@ and the read-only commands start without loading Celery, FastAPI or the simulato
 ``intake``     ``enqueue``
 ``reading``    ``status``, ``list``, ``stats``
 ``replay``     ``replay`` (choosing, showing, replaying)
-``database``   ``db upgrade``, ``check``
+``database``   ``db upgrade``, ``db prune``, ``check``
 ``processes``  ``worker``, ``beat``, ``flower``, ``simulator``, ``demo``
 ``api.cli``    ``api``, ``api-key``
 ``webhooks``   ``webhooks add|list|enable|disable|deliveries|replay``
@@ -57,7 +57,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "db": (
         "refund_worker.cli.database",
         "db",
-        "Database schema (Alembic migrations shipped with the package).",
+        "Database schema (Alembic migrations shipped with the package) and history pruning.",
     ),
     "check": (
         "refund_worker.cli.database",
