@@ -27,7 +27,6 @@ from refund_worker.db import Database, rowcount
 from refund_worker.errors import BrokerUnavailable
 from refund_worker.models import Refund, RefundEvent, utcnow
 from refund_worker.outbox import OUTBOX_INSERT, EventType, event_params
-from refund_worker.publishing import Publisher, publish_webhooks_of
 from refund_worker.queries import RefundFilter, select_refunds
 from refund_worker.schemas import NotificationStatus, RefundStatus
 
@@ -233,6 +232,8 @@ def replay(
             publisher.publish_notifications(report.replayed)
         else:
             publisher.publish_refunds(report.replayed)
+        from refund_worker.publishing import publish_webhooks_of  # loads Celery: not for a dry run
+
         publish_webhooks_of(publisher, report.webhooks)
     except BrokerUnavailable as exc:
         report.unpublished = exc.message
