@@ -48,6 +48,9 @@ class ApiKey(BaseModel):
     role: Literal["producer", "operator"] = "producer"
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
     tenant: str | None = Field(None, min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")
+    #: The shops this key may refund in (None: every configured shop). A producer's key for
+    #: one brand's order system cannot then queue a refund in another brand's Magento.
+    shops: list[str] | None = Field(None, min_length=1)
 
     @property
     def tenant_name(self) -> str:
@@ -309,6 +312,14 @@ class Settings(BaseSettings):
         if self.magento_url:
             names.insert(0, DEFAULT_SHOP)
         twice = sorted({name for name in names if names.count(name) > 1})
+        known = set(names or [DEFAULT_SHOP])
+        for key in self.api_keys:
+            strangers = sorted(set(key.shops or ()) - known)
+            if strangers:
+                raise ValueError(
+                    f"{ENV_PREFIX}API_KEYS: key {key.name!r} names shops that are not configured: "
+                    f"{', '.join(strangers)} (configured: {', '.join(sorted(known))})"
+                )
         if twice:
             implicit = (
                 f" ({DEFAULT_SHOP!r} is also the shop {ENV_PREFIX}MAGENTO_URL configures)"
@@ -346,6 +357,17 @@ class Settings(BaseSettings):
     def shop_names(self) -> list[str]:
         """The configured shops' names (what a request's ``shop`` may say)."""
         return list(self.shop_configs)
+
+    @property
+    def intake_shops(self) -> list[str]:
+        """The shops a request may name: the configured ones; ``default`` alone when none is
+        (an API or CLI process that never calls Magento need not be told where it is)."""
+        return self.shop_names or [DEFAULT_SHOP]
+
+    def shops_for(self, key: ApiKey) -> list[str]:
+        """The shops a request made with ``key`` may name."""
+        shops = self.intake_shops
+        return shops if key.shops is None else [name for name in shops if name in key.shops]
 
     @property
     def longest_magento_timeout(self) -> float:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -57,7 +57,7 @@ from refund_worker.api.schemas import (
     ReplayRequest,
 )
 from refund_worker.db import Database
-from refund_worker.errors import BrokerUnavailable, IdempotencyConflict
+from refund_worker.errors import BrokerUnavailable, IdempotencyConflict, InvalidRefund
 from refund_worker.intake import IntakeRejection
 from refund_worker.publishing import GuardedPublisher, Publisher
 from refund_worker.queries import refund_view, to_view
@@ -92,6 +92,8 @@ class ApiContext:
     max_body_bytes: int
     database_check: Check
     broker_check: Check | None
+    #: The shops a key's requests may name (settings.shops_for).
+    shops_for: Callable[[ApiKey], list[str]]
 
 
 def _context(request: Request) -> ApiContext:
@@ -205,6 +207,15 @@ def _refund_request(document: Any, header_key: str | None) -> RefundRequest:
     return request
 
 
+def _in_shop(request: RefundRequest, shops: list[str]) -> RefundRequest:
+    """The request naming one of the shops its key may use (its own, or the only one); 422
+    naming ``shop`` otherwise."""
+    try:
+        return intake.resolve_shop(request, shops)
+    except InvalidRefund as exc:
+        raise ApiError.one(422, str(exc).removeprefix("shop: "), field="shop") from None
+
+
 def _conflict(exc: IdempotencyConflict) -> FieldError:
     return FieldError(field="idempotency_key", message=str(exc).removeprefix("idempotency_key: "))
 
@@ -250,6 +261,7 @@ async def create_refund(
         request = await run_in_threadpool(
             lambda: _refund_request(parse_json(body), idempotency_key)
         )
+    request = _in_shop(request, api.shops_for(holder))
     receipt = await asyncio.wrap_future(
         api.intake.submit(request, tenant=holder.tenant_name, created_by=holder.name)
     )
@@ -292,11 +304,12 @@ def _accept_batch(api: ApiContext, holder: ApiKey, body: bytes) -> JSONResponse:
         )
     results: list[BatchItemResult | None] = [None] * len(document)
     valid: list[tuple[int, RefundRequest]] = []
+    shops = api.shops_for(holder)
     for index, item in enumerate(document):
         try:
             if not isinstance(item, dict):
                 raise ApiError.one(422, "must be a JSON object: one refund request")
-            valid.append((index, _refund_request(item, None)))
+            valid.append((index, _in_shop(_refund_request(item, None), shops)))
         except ApiError as exc:
             results[index] = BatchItemResult(index=index, result="invalid", errors=exc.errors)
     outcomes = (
@@ -306,6 +319,7 @@ def _accept_batch(api: ApiContext, holder: ApiKey, body: bytes) -> JSONResponse:
             publisher=api.publisher,
             tenant=holder.tenant_name,
             created_by=holder.name,
+            shops=shops,
         )
         if valid
         else []
@@ -379,6 +393,15 @@ def list_refunds(
             description="Operators only: one tenant's refunds (producers always see their own)",
         ),
     ] = None,
+    shop: Annotated[
+        str | None,
+        Query(
+            min_length=1,
+            max_length=32,
+            pattern=r"^[a-z0-9]+(?:[_-][a-z0-9]+)*$",
+            description="Only this shop's refunds",
+        ),
+    ] = None,
     order_id: Annotated[int | None, Query(ge=1, le=MAX_ENTITY_ID)] = None,
     since: Annotated[
         datetime | None,
@@ -399,6 +422,7 @@ def list_refunds(
         status=status.value if status else None,
         keys=(idempotency_key,) if idempotency_key else (),
         tenant=scope or tenant,
+        shop=shop,
         order_id=order_id,
         since=since,
         limit=limit,
@@ -557,7 +581,7 @@ def create_app(
     """
     default_check = default_broker_check(settings.broker_dsn) if broker_check is None else None
     guarded = GuardedPublisher(publisher)
-    coalescer = IntakeCoalescer(database, guarded)
+    coalescer = IntakeCoalescer(database, guarded, shops=settings.intake_shops)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -590,6 +614,7 @@ def create_app(
         max_body_bytes=settings.api_max_body_bytes,
         database_check=database_check(database),
         broker_check=broker_check if broker_check is not None else default_check,
+        shops_for=settings.shops_for,
     )
     if not settings.api_keys:
         log.warning("no API keys configured (REFUND_WORKER_API_KEYS): every request gets 401")

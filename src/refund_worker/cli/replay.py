@@ -40,6 +40,7 @@ REPLAY_BATCH = 100
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def replay(
     ids: tuple[str, ...],
+    shop: str | None,
     status: str | None,
     order_id: int | None,
     service: str | None,
@@ -88,6 +89,7 @@ def replay(
         ids=ids,
         keys=keys,
         tenant=tenant,
+        shop=shop,
         status=status if not notifications else None,
         notification_status=status if notifications else None,
         order_id=order_id,
