@@ -32,6 +32,7 @@ from refund_worker.attempts import DUE_SLACK, AttemptPolicy, order_busy_delay, p
 from refund_worker.errors import (
     AttentionRequired,
     MagentoRejected,
+    MagentoUnavailable,
     PermanentError,
     RefundWorkerError,
     RetryableError,
@@ -213,12 +214,12 @@ class RefundService:
                 None,
                 f"shop {shop.name!r} has its most refunds in flight; deferred, not attempted",
             )
-        if wait > 0:
+        if wait > 0:  # spread over twice the pause: the shop is not hit by all at once after it
             return self._defer(
                 claim,
-                wait + self.rng.random(),
+                wait * (1 + self.rng.random()),
                 None,
-                f"shop {shop.name!r} is paused for {wait:.1f}s (Magento said 429); deferred",
+                f"shop {shop.name!r} is paused for {wait:.1f}s (a 429, or it is down); deferred",
             )
         try:
             return self._admitted(claim, shop)
@@ -272,6 +273,8 @@ class RefundService:
             return self._fail(claim, request, exc)
         except RetryableError as exc:
             pause_on_rate_limit(exc, limiter)  # Magento's 429, on any call: the shop waits
+            if isinstance(exc, MagentoUnavailable):  # the shop is down: its refunds hold back
+                shop.gate.unavailable(self.policy.longest_countdown)
             return self._retry(claim, request, exc)
         except Exception as exc:  # a bug or odd data must fail this refund, not loop forever
             log.exception("refund %s: unexpected error", claim.refund_id)

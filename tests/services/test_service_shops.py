@@ -18,7 +18,7 @@ from refund_worker.magento import BearerAuth, CallRecord, MagentoClient
 from refund_worker.markers import comment_with_marker, marker_for
 from refund_worker.models import Refund, utcnow
 from refund_worker.notifications import NotificationService
-from refund_worker.ratelimit import LocalGate, ShopGate
+from refund_worker.ratelimit import LocalGate, OpenGate, ShopGate
 from refund_worker.refunds import MagentoAPI, RefundService, Shop
 from refund_worker.settings import ApiKey, Settings
 from refund_worker.simulator import SimulatorState
@@ -53,6 +53,9 @@ class _PausedGate:
     def leave(self, holder: str) -> None:
         raise AssertionError("a refund that was never let in never leaves")
 
+    def unavailable(self, longest: float) -> float:
+        raise AssertionError("no call was made")
+
 
 @dataclass
 class Shops:
@@ -69,7 +72,7 @@ class Shops:
     def shops(self) -> dict[str, Shop]:
         return {
             name: Shop(name, _Counted(name, client, self.calls),
-                       gate=self.gates.get(name, LocalGate(None)))
+                       gate=self.gates.get(name, OpenGate()))
             for name, client in self.clients.items()
         }
 
@@ -238,7 +241,7 @@ def test_a_paused_or_full_shop_defers_its_own_refunds_only(shops: Shops) -> None
     paused = service.process(eu)
     assert paused.status == "retrying"
     assert paused.retry_in is not None
-    # Until the pause is over, capped by the longest countdown (1.5 s in these fast settings).
+    # Spread over twice the pause, capped by the longest countdown (1.5 s in these settings).
     assert paused.retry_in == shops.settings.longest_countdown
     assert "paused" in paused.detail
     assert service.process(us).status == "succeeded"
@@ -259,3 +262,22 @@ def test_a_paused_or_full_shop_defers_its_own_refunds_only(shops: Shops) -> None
     assert service.process(eu).status == "succeeded"
     assert shops.row(eu).attempts == 1
     assert full.enter("next", 60) == 0  # the finished attempt gave its slot back
+
+
+def test_a_shop_that_is_down_pauses_itself_and_not_the_others(shops: Shops) -> None:
+    """eu answers 503: that attempt counts, and eu is paused, so its next refund is deferred
+    without a call or an attempt; us goes on."""
+    shops.gates["eu"] = LocalGate(None)
+    shops.states["eu"].add_fault({"route": "order_get", "kind": "status", "status": 503})
+    first = shops.enqueue("eu", shops.order("eu")["order_id"])
+    second = shops.enqueue("eu", shops.order("eu")["order_id"])
+    us = shops.enqueue("us", shops.order("us")["order_id"])
+    service = shops.refunds()
+    assert service.process(first).status == "retrying"
+    assert shops.row(first).attempts == 1
+    calls = len(shops.calls)
+    deferred = service.process(second)
+    assert "paused" in deferred.detail
+    assert shops.row(second).attempts == 0
+    assert len(shops.calls) == calls
+    assert service.process(us).status == "succeeded"
