@@ -20,7 +20,7 @@ from sqlalchemy import (
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from refund_worker.schemas import DEFAULT_TENANT, NotificationStatus, RefundStatus
+from refund_worker.schemas import DEFAULT_SHOP, DEFAULT_TENANT, NotificationStatus, RefundStatus
 
 
 def utcnow() -> datetime:
@@ -62,6 +62,9 @@ class Refund(Base):
     #: are unique per tenant, and a producer sees only its own tenant's refunds.
     tenant: Mapped[str] = mapped_column(String(64), default=DEFAULT_TENANT)
     idempotency_key: Mapped[str] = mapped_column(String(255))
+    #: The Magento installation the refund is for (a configured shop's name): every call of
+    #: every attempt, reconciliation and email goes to this shop's client, and no other's.
+    shop: Mapped[str] = mapped_column(String(32), default=DEFAULT_SHOP)
     #: The random part of the marker its credit memos carry; never shown to producers. NULL on
     #: rows attempted before markers had one (they carry the legacy ``refund-worker:<id>``).
     marker_token: Mapped[str | None] = mapped_column(String(32))
@@ -73,7 +76,8 @@ class Refund(Base):
     service_requested: Mapped[str] = mapped_column(String(16))
     service: Mapped[str | None] = mapped_column(String(16))
     status: Mapped[str] = mapped_column(String(16), default=RefundStatus.RECEIVED.value)
-    #: A credit memo backs at most one refund (a unique constraint).
+    #: A credit memo backs at most one refund of its shop (a unique constraint: each Magento
+    #: numbers its own credit memos).
     creditmemo_id: Mapped[int | None] = mapped_column(Integer)
     outcome: Mapped[str | None] = mapped_column(Text)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
@@ -114,7 +118,8 @@ class Refund(Base):
 
     __table_args__ = (
         UniqueConstraint("tenant", "idempotency_key", name="uq_refunds_tenant_idempotency_key"),
-        UniqueConstraint("creditmemo_id", name="uq_refunds_creditmemo_id"),
+        UniqueConstraint("shop", "creditmemo_id", name="uq_refunds_shop_creditmemo_id"),
+        Index("ix_refunds_shop_status", "shop", "status"),
         Index("ix_refunds_status_next_attempt_at", "status", "next_attempt_at"),
         Index("ix_refunds_notification_status", "notification_status"),
         # Reads over a large history (migration 0006; bench/db_scale.py measures each).
@@ -159,10 +164,11 @@ class RefundEvent(Base):
 
 
 class OrderLock(Base):
-    """At most one refund per Magento order is in flight across all workers."""
+    """At most one refund per Magento order (of one shop) is in flight across all workers."""
 
     __tablename__ = "order_locks"
 
+    shop: Mapped[str] = mapped_column(String(32), primary_key=True, default=DEFAULT_SHOP)
     order_id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
     refund_id: Mapped[str] = mapped_column(String(36))
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime())

@@ -98,6 +98,7 @@ class OrderBusy:
     """Another refund of the same order holds its lock: nothing was claimed."""
 
     order_id: int
+    shop: str = "default"
 
 
 @dataclass
@@ -115,6 +116,8 @@ class ClaimedRefund:
     first_attempt_at: datetime
     claimed_at: datetime
     last_error: str | None
+    #: The shop the row names: the only Magento this attempt may call.
+    shop: str = "default"
     #: The Magento service this attempt chose, once routing has run (kept on every outcome).
     service: str | None = None
     calls: list[CallRecord] = field(default_factory=list)
@@ -133,6 +136,8 @@ class ClaimedEmail:
     version: int
     last_error: str | None
     claimed_at: datetime
+    #: The shop the row names: the only Magento this email may be sent through.
+    shop: str = "default"
     calls: list[CallRecord] = field(default_factory=list)
     #: Webhook deliveries the recorded outcome wrote to the outbox (to publish after commit).
     webhooks: list[int] = field(default_factory=list)
@@ -163,6 +168,7 @@ _P_NOW = _param("p_now", _refunds.c.updated_at)
 _P_UNTIL = _param("p_until", _refunds.c.lease_expires_at)
 _P_SERVICE = _param("p_service", _refunds.c.service)
 _P_ORDER_ID = _param("p_order_id", _order_locks.c.order_id)
+_P_SHOP = _param("p_shop", _order_locks.c.shop)
 
 _THIS_REFUND = _refunds.c.id == _P_REFUND_ID
 _HELD = and_(_THIS_REFUND, _refunds.c.lease_token == _P_TOKEN)
@@ -200,6 +206,7 @@ _CLAIM = (
         updated_at=_P_NOW,
     )
     .returning(
+        _refunds.c.shop,
         _refunds.c.order_id,
         _refunds.c.request_json,
         _refunds.c.marker_token,
@@ -222,10 +229,10 @@ def _order_lock_upsert(
     """Insert the order's lock, or take it if it is already this refund's or has expired;
     RETURNING gives a row exactly when the lock is now ours."""
     statement = insert_fn(_order_locks).values(
-        order_id=_P_ORDER_ID, refund_id=_P_REFUND_ID, expires_at=_P_UNTIL
+        shop=_P_SHOP, order_id=_P_ORDER_ID, refund_id=_P_REFUND_ID, expires_at=_P_UNTIL
     )
     return statement.on_conflict_do_update(
-        index_elements=[_order_locks.c.order_id],
+        index_elements=[_order_locks.c.shop, _order_locks.c.order_id],
         set_={
             "refund_id": statement.excluded.refund_id,
             "expires_at": statement.excluded.expires_at,
@@ -239,7 +246,9 @@ _TAKE_ORDER_LOCK = {
     "sqlite": _order_lock_upsert(sqlite.insert),
 }
 _THIS_ORDER_LOCK = and_(
-    _order_locks.c.order_id == _P_ORDER_ID, _order_locks.c.refund_id == _P_REFUND_ID
+    _order_locks.c.shop == _P_SHOP,
+    _order_locks.c.order_id == _P_ORDER_ID,
+    _order_locks.c.refund_id == _P_REFUND_ID,
 )
 _RENEW_ORDER_LOCK = update(_order_locks).where(_THIS_ORDER_LOCK).values(expires_at=_P_UNTIL)
 _RELEASE_ORDER_LOCK = delete(_order_locks).where(_THIS_ORDER_LOCK)
@@ -327,7 +336,26 @@ _INSERT_EVENT = insert(_refund_events).values(
 #: The audit rows of an attempt's calls (executemany: one dict of columns per call).
 _INSERT_CALLS = insert(_magento_calls)
 _CREDITMEMO_OWNER = select(_refunds.c.id).where(
-    _refunds.c.creditmemo_id == _param("p_creditmemo_id", _refunds.c.creditmemo_id)
+    _refunds.c.shop == _param("p_shop", _refunds.c.shop),
+    _refunds.c.creditmemo_id == _param("p_creditmemo_id", _refunds.c.creditmemo_id),
+)
+#: Gives a claim back untouched (no call was made): the attempt is not counted, the row is due
+#: again at ``p_next_attempt_at``, and its doubt is kept (``p_in_doubt``, what the claim read).
+_RECORD_DEFERRAL = (
+    update(_refunds)
+    .where(_HELD, _NOT_SUCCEEDED, _refunds.c.status == _PROCESSING)
+    .values(
+        status=RefundStatus.RETRYING.value,
+        attempts=_refunds.c.attempts - 1,
+        lease_token=None,
+        lease_expires_at=None,
+        in_doubt=_param("p_in_doubt", _refunds.c.in_doubt),
+        next_attempt_at=_param("p_next_attempt_at", _refunds.c.next_attempt_at),
+        published_at=_P_NOW,
+        last_error=func.coalesce(_param("p_error", _refunds.c.last_error), _refunds.c.last_error),
+        version=_NEXT_VERSION,
+        updated_at=_P_NOW,
+    )
 )
 
 # -- PostgreSQL: a state change and what goes with it in one statement -------------------------
@@ -382,12 +410,12 @@ def _pg_claim() -> Any:
     ours (when not, the caller rolls the claim back)."""
     claimed = _CLAIM.cte("claimed")
     statement = postgresql.insert(_order_locks).from_select(
-        ["order_id", "refund_id", "expires_at"],
-        select(claimed.c.order_id, _P_REFUND_ID, _P_UNTIL),
+        ["shop", "order_id", "refund_id", "expires_at"],
+        select(claimed.c.shop, claimed.c.order_id, _P_REFUND_ID, _P_UNTIL),
     )
     locked = (
         statement.on_conflict_do_update(
-            index_elements=[_order_locks.c.order_id],
+            index_elements=[_order_locks.c.shop, _order_locks.c.order_id],
             set_={
                 "refund_id": statement.excluded.refund_id,
                 "expires_at": statement.excluded.expires_at,
@@ -484,15 +512,16 @@ class RefundStore:
             else:
                 claimed = connection.execute(_CLAIM, params).first()
                 locked = claimed is not None and take_order_lock(
-                    connection, claimed.order_id, refund_id, now, lease_until
+                    connection, claimed.order_id, refund_id, now, lease_until, shop=claimed.shop
                 )
             if claimed is None:
                 return self._why_not(connection, refund_id, now, due_by)
             if not locked:
                 connection.rollback()  # no attempt spent
-                return OrderBusy(claimed.order_id)
+                return OrderBusy(claimed.order_id, claimed.shop)
         return ClaimedRefund(
             refund_id=refund_id,
+            shop=claimed.shop,
             order_id=claimed.order_id,
             request_json=claimed.request_json,
             marker_token=claimed.marker_token,
@@ -524,6 +553,7 @@ class RefundStore:
         params = {
             "p_refund_id": claim.refund_id,
             "p_token": claim.token,
+            "p_shop": claim.shop,
             "p_order_id": claim.order_id,
             "p_until": until,
             "p_now": now,
@@ -551,6 +581,7 @@ class RefundStore:
         params = {
             "p_refund_id": claim.refund_id,
             "p_token": claim.token,
+            "p_shop": claim.shop,
             "p_order_id": claim.order_id,
             "p_creditmemo_id": creditmemo_id,
             "p_outcome": outcome,
@@ -589,7 +620,8 @@ class RefundStore:
                     _outbox(connection, EventType.SUCCEEDED, params) if recorded else []
                 )
         except IntegrityError:
-            raise CreditmemoTaken(creditmemo_id, self.creditmemo_owner(creditmemo_id)) from None
+            owner = self.creditmemo_owner(creditmemo_id, shop=claim.shop)
+            raise CreditmemoTaken(creditmemo_id, owner) from None
         claim.webhooks = webhooks
         return recorded
 
@@ -677,11 +709,33 @@ class RefundStore:
             event_type=EventType.NEEDS_ATTENTION,
         )
 
-    def creditmemo_owner(self, creditmemo_id: int) -> str | None:
-        """The refund that records ``creditmemo_id``, if any."""
+    def record_deferral(
+        self, claim: ClaimedRefund, *, next_attempt_at: datetime, reason: str | None, now: datetime
+    ) -> bool:
+        """Give the claim back without having called Magento (its shop is paused, full or not
+        configured here): not counted as an attempt, due again at ``next_attempt_at``, its doubt
+        kept. False if the lease was lost meanwhile (the next owner decides)."""
+        params = {
+            "p_refund_id": claim.refund_id,
+            "p_token": claim.token,
+            "p_shop": claim.shop,
+            "p_order_id": claim.order_id,
+            "p_in_doubt": claim.was_in_doubt,
+            "p_next_attempt_at": next_attempt_at,
+            "p_error": reason,
+            "p_now": now,
+        }
+        with self.database.connection_scope() as connection:
+            held = rowcount(connection.execute(_RECORD_DEFERRAL, params)) == 1
+            if held:
+                connection.execute(_RELEASE_ORDER_LOCK, params)
+        return held
+
+    def creditmemo_owner(self, creditmemo_id: int, *, shop: str = "default") -> str | None:
+        """The refund of ``shop`` that records ``creditmemo_id``, if any."""
         with self.database.connection_scope() as connection:
             owner = connection.execute(
-                _CREDITMEMO_OWNER, {"p_creditmemo_id": creditmemo_id}
+                _CREDITMEMO_OWNER, {"p_creditmemo_id": creditmemo_id, "p_shop": shop}
             ).scalar()
         return str(owner) if owner is not None else None
 
@@ -702,6 +756,7 @@ class RefundStore:
             **values,
             "p_refund_id": claim.refund_id,
             "p_token": claim.token,
+            "p_shop": claim.shop,
             "p_order_id": claim.order_id,
             "p_service": claim.service,
         }
@@ -729,7 +784,11 @@ class RefundStore:
         if release_lock:
             connection.execute(
                 _RELEASE_ORDER_LOCK,
-                {"p_order_id": claim.order_id, "p_refund_id": claim.refund_id},
+                {
+                    "p_shop": claim.shop,
+                    "p_order_id": claim.order_id,
+                    "p_refund_id": claim.refund_id,
+                },
             )
 
     @staticmethod
@@ -746,11 +805,24 @@ def _outbox(connection: Connection, event_type: EventType, params: dict[str, Any
 
 
 def take_order_lock(
-    connection: Connection, order_id: int, refund_id: str, now: datetime, until: datetime
+    connection: Connection,
+    order_id: int,
+    refund_id: str,
+    now: datetime,
+    until: datetime,
+    *,
+    shop: str = "default",
 ) -> bool:
-    """Take (or take over, once expired) the order's lock for this refund, in ``connection``'s
-    transaction: one upsert, whose RETURNING gives a row exactly when the lock is now ours."""
-    params = {"p_order_id": order_id, "p_refund_id": refund_id, "p_until": until, "p_now": now}
+    """Take (or take over, once expired) the lock of ``shop``'s order for this refund, in
+    ``connection``'s transaction: one upsert, whose RETURNING gives a row exactly when the lock
+    is now ours."""
+    params = {
+        "p_shop": shop,
+        "p_order_id": order_id,
+        "p_refund_id": refund_id,
+        "p_until": until,
+        "p_now": now,
+    }
     upsert = _TAKE_ORDER_LOCK[connection.dialect.name]
     return connection.execute(upsert, params).first() is not None
 
@@ -822,6 +894,7 @@ _EMAIL_CLAIM = (
         notification_version=_email_version + 1,
     )
     .returning(
+        _refunds.c.shop,
         _refunds.c.creditmemo_id,
         _refunds.c.request_json,
         _email_version,
@@ -877,6 +950,7 @@ class EmailStore:
                 return self._why_not(connection, refund_id, now, due_by)
         return ClaimedEmail(
             refund_id=refund_id,
+            shop=row.shop,
             creditmemo_id=row.creditmemo_id,
             request_json=row.request_json,
             attempt=row.notification_attempts,

@@ -64,7 +64,7 @@ class Stack:
     def enqueue(self, *payloads: dict[str, Any]) -> list[RefundReceipt]:
         results = enqueue_refunds(
             [validate_request(p) for p in payloads], database=self.database,
-            publisher=self.publisher(),
+            publisher=self.publisher(), shops=self.settings.intake_shops,
         )
         receipts = []
         for result in results:

@@ -46,6 +46,7 @@ SHOWN_ERRORS = 20
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def replay(
     ids: tuple[str, ...],
+    shop: str | None,
     status: str | None,
     order_id: int | None,
     service: str | None,
@@ -94,6 +95,7 @@ def replay(
         ids=ids,
         keys=keys,
         tenant=tenant,
+        shop=shop,
         status=status if not notifications else None,
         notification_status=status if notifications else None,
         order_id=order_id,
