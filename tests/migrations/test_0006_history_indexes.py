@@ -67,9 +67,9 @@ def test_0006_adds_the_declared_indexes_and_drops_them_on_downgrade(
 
         upgrade(engine)
 
-        assert current_revision(engine) == SCHEMA_HEAD == "0006"
+        assert current_revision(engine) == SCHEMA_HEAD  # 0006 and what follows it
         after = _indexes(engine)
-        assert after - before == NEW_INDEXES
+        assert after - before >= NEW_INDEXES
         assert after == _declared()  # the migrations build what models.py declares
         with engine.connect() as connection:
             assert connection.execute(text("SELECT count(*) FROM refunds")).scalar() == 3
