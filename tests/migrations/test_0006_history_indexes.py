@@ -12,6 +12,8 @@ from refund_worker.db import SCHEMA_HEAD, current_revision, upgrade
 from refund_worker.models import Base
 
 NOW = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
+#: The tables whose indexes 0006 concerns (the webhook tables come with 0005 and follow it).
+HISTORY_TABLES = ("refunds", "magento_calls", "refund_events", "order_locks")
 NEW_INDEXES = {
     ("refunds", "ix_refunds_idempotency_key", ("idempotency_key",)),
     ("refunds", "ix_refunds_created_at_id", ("created_at", "id")),
@@ -25,7 +27,7 @@ def _indexes(engine: object) -> set[tuple[str, str, tuple[str, ...]]]:
     inspector = inspect(engine)
     return {
         (name, index["name"], tuple(index["column_names"]))
-        for name in ("refunds", "magento_calls", "refund_events", "order_locks")
+        for name in HISTORY_TABLES
         for index in inspector.get_indexes(name)
         if not index.get("unique")
     }
@@ -35,6 +37,7 @@ def _declared() -> set[tuple[str, str, tuple[str, ...]]]:
     return {
         (name, str(index.name), tuple(c.name for c in index.columns))
         for name, model_table in Base.metadata.tables.items()
+        if name in HISTORY_TABLES
         for index in model_table.indexes
         if not index.unique
     }
