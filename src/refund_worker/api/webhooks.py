@@ -61,6 +61,7 @@ def _missing(endpoint_id: str) -> ApiError:
     summary="Register a webhook endpoint; its secret is in this answer only",
     responses={
         201: {"description": "Registered: the endpoint and its `secret` (shown once)"},
+        400: {**_ERROR, "description": "Malformed JSON"},
         403: {**_ERROR, "description": "A producer naming another tenant"},
         422: {**_ERROR, "description": "Invalid request (each problem names its field)"},
         **_COMMON,
