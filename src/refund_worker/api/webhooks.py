@@ -37,6 +37,7 @@ _ERROR = {"model": ErrorBody}
 _COMMON: dict[int | str, dict[str, Any]] = {
     401: {**_ERROR, "description": "No valid API key"},
     404: {**_ERROR, "description": "No such endpoint or delivery (for this key)"},
+    422: {**_ERROR, "description": "Invalid parameters; every problem names its field"},
     503: {**_ERROR, "description": "Database or broker unavailable, or webhooks not configured"},
 }
 
