@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
@@ -198,7 +198,10 @@ def list_webhook_deliveries(
                **_COMMON},
 )
 def replay_webhook_delivery(
-    request: Request, holder: Caller, api: Context, delivery_id: int
+    request: Request,
+    holder: Caller,
+    api: Context,
+    delivery_id: Annotated[int, Path(ge=1, le=2**63 - 1)],
 ) -> JSONResponse:
     """Re-queue a failed (or delivered) delivery; it is sent with a fresh retry window."""
     scope = _scope(holder)
