@@ -9,8 +9,9 @@ from typing import Any
 import click
 from rich.table import Table
 
+from refund_worker.cli import output
 from refund_worker.cli.common import current_settings, default_actor, open_database
-from refund_worker.cli.output import console, err_console, print_json
+from refund_worker.cli.output import id_column, print_json
 
 EVENT_TYPES = (
     "refund.succeeded",
@@ -68,8 +69,8 @@ def add(
     if as_json:
         print_json({**view.model_dump(mode="json"), "secret": secret.get_secret_value()})
         return
-    console.print(f"endpoint {view.id} for tenant {view.tenant}: {view.url}", markup=False)
-    console.print(f"events: {', '.join(view.event_types)}", markup=False)
+    output.console.print(f"endpoint {view.id} for tenant {view.tenant}: {view.url}", markup=False)
+    output.console.print(f"events: {', '.join(view.event_types)}", markup=False)
     click.echo(f"secret (shown once; give it to the receiver): {secret.get_secret_value()}")
 
 
@@ -84,14 +85,14 @@ def list_command(tenant: str | None, as_json: bool) -> None:
     if as_json:
         print_json([view.model_dump(mode="json") for view in views])
         return
-    table = Table("id", "tenant", "url", "events", "enabled", "failing since / disabled")
+    table = Table(id_column(), "tenant", "url", "events", "enabled", "failing since / disabled")
     for view in views:
         state = view.disabled_reason or (
             f"failing since {view.failing_since:%Y-%m-%d %H:%M}" if view.failing_since else ""
         )
         table.add_row(view.id, view.tenant, view.url, "\n".join(view.event_types),
                       "yes" if view.enabled else "[red]no[/red]", state)
-    console.print(table)
+    output.console.print(table)
 
 
 def _set(endpoint_id: str, enabled: bool, reason: str | None, as_json: bool) -> None:
@@ -104,7 +105,7 @@ def _set(endpoint_id: str, enabled: bool, reason: str | None, as_json: bool) -> 
     if as_json:
         print_json(view.model_dump(mode="json"))
     else:
-        console.print(f"endpoint {view.id}: {'enabled' if view.enabled else 'disabled'}",
+        output.console.print(f"endpoint {view.id}: {'enabled' if view.enabled else 'disabled'}",
                       markup=False)
 
 
@@ -162,11 +163,13 @@ def deliveries(
     if as_json:
         print_json([view.model_dump(mode="json") for view in views])
         return
-    table = Table("id", "event", "type", "refund", "status", "attempts", "last error")
+    table = Table(
+        "id", "event", "type", id_column("refund"), "status", "attempts", "last error"
+    )
     for view in views:
         table.add_row(str(view.id), view.event_id, view.event_type, view.refund_id, view.status,
                       str(view.attempts), view.last_error or "")
-    console.print(table)
+    output.console.print(table)
 
 
 @webhooks.command("replay")
@@ -211,10 +214,10 @@ def replay(
                     "refused": {str(k): v for k, v in outcome.refused.items()},
                     "unpublished": unpublished})
     else:
-        console.print(f"replayed {len(outcome.replayed)} deliveries", markup=False)
+        output.console.print(f"replayed {len(outcome.replayed)} deliveries", markup=False)
         for delivery_id, why in outcome.refused.items():
-            err_console.print(f"refused {delivery_id}: {why}", markup=False)
+            output.err_console.print(f"refused {delivery_id}: {why}", markup=False)
         if unpublished:
-            err_console.print(unpublished, markup=False)
+            output.err_console.print(unpublished, markup=False)
     if outcome.refused:
         sys.exit(1)
