@@ -35,9 +35,11 @@ WEBHOOK_ENV = {
 
 @pytest.fixture
 def hook_stack(
-    database_url: str, redis_url: str, tmp_path: Path, sim_state: SimulatorState
+    pg_url: str, redis_url: str, tmp_path: Path, sim_state: SimulatorState
 ) -> Iterator[Stack]:
-    for stack in make_stack(database_url, redis_url, tmp_path, sim_state):
+    """PostgreSQL, where the outbox rides in the outcomes' one-statement CTEs (SQLite's
+    statements are covered by tests/services/test_webhook_outbox.py)."""
+    for stack in make_stack(pg_url, redis_url, tmp_path, sim_state):
         stack.env.update(WEBHOOK_ENV)
         stack.settings = stack.settings.model_copy(update={
             "secret_key": SecretStr(SECRET_KEY), "webhook_allowed_hosts": ["127.0.0.1"]})

@@ -81,11 +81,13 @@ def test_flower_shows_refund_tasks_behind_basic_auth(flower_stack: FlowerStack) 
 
     workers = flower_stack.get("/api/workers?refresh=1").json()
     [worker_name] = workers
-    # `-Q refunds`, and the emails' and the sweeper's queues, which every worker consumes.
+    # `-Q refunds`, and the emails', the sweeper's and the webhooks' queues, which every worker
+    # consumes.
     assert {queue["name"] for queue in workers[worker_name]["active_queues"]} == {
         "refunds",
         "refunds.notify",
         "refunds.sweep",
+        "webhooks",
     }
 
     for path in ("/api/workers?refresh=1", "/api/tasks", "/tasks", "/"):

@@ -3,6 +3,7 @@ PostgreSQL where the statements differ), a clock the test moves. No Celery here.
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -111,10 +112,20 @@ class Hooks:
             return row
 
 
-@pytest.fixture
-def hooks(tmp_path: Path) -> Iterator[Hooks]:
-    database = Database.from_url(f"sqlite:///{tmp_path}/hooks.db")
+@pytest.fixture(scope="session")
+def hooks_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A SQLite file at the schema head, copied for each test (migrating each time is slow)."""
+    path = tmp_path_factory.mktemp("hooks-template") / "hooks.db"
+    database = Database.from_url(f"sqlite:///{path}")
     database.prepare()
+    database.dispose()
+    return path
+
+
+@pytest.fixture
+def hooks(tmp_path: Path, hooks_template: Path) -> Iterator[Hooks]:
+    shutil.copyfile(hooks_template, tmp_path / "hooks.db")
+    database = Database.from_url(f"sqlite:///{tmp_path}/hooks.db")
     with Receiver() as receiver:
         try:
             yield Hooks(database, webhook_settings(), Clock(), receiver)

@@ -33,6 +33,9 @@ from refund_worker.webhooks.endpoints import (
 
 router = APIRouter(tags=["webhooks"])
 
+#: Delivery ids are the database's integers.
+MAX_ID = 2**31 - 1
+
 _ERROR = {"model": ErrorBody}
 _COMMON: dict[int | str, dict[str, Any]] = {
     401: {**_ERROR, "description": "No valid API key"},
@@ -64,6 +67,7 @@ def _missing(endpoint_id: str) -> ApiError:
         201: {"description": "Registered: the endpoint and its `secret` (shown once)"},
         400: {**_ERROR, "description": "Malformed JSON"},
         403: {**_ERROR, "description": "A producer naming another tenant"},
+        413: {**_ERROR, "description": "Body larger than the configured limit"},
         422: {**_ERROR, "description": "Invalid request (each problem names its field)"},
         **_COMMON,
     },
@@ -177,8 +181,8 @@ def enable_webhook_endpoint(holder: Caller, api: Context, endpoint_id: str) -> J
 def list_webhook_deliveries(
     holder: Caller,
     api: Context,
-    endpoint_id: str | None = None,
-    refund_id: str | None = None,
+    endpoint_id: Annotated[str | None, Query(max_length=36)] = None,
+    refund_id: Annotated[str | None, Query(max_length=36)] = None,
     event_id: Annotated[str | None, Query(max_length=40)] = None,
     status: DeliveryStatus | None = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
@@ -201,7 +205,7 @@ def replay_webhook_delivery(
     request: Request,
     holder: Caller,
     api: Context,
-    delivery_id: Annotated[int, Path(ge=1, le=2**63 - 1)],
+    delivery_id: Annotated[int, Path(ge=1, le=MAX_ID)],
 ) -> JSONResponse:
     """Re-queue a failed (or delivered) delivery; it is sent with a fresh retry window."""
     scope = _scope(holder)

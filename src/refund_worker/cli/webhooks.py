@@ -11,7 +11,7 @@ from rich.table import Table
 
 from refund_worker.cli import output
 from refund_worker.cli.common import current_settings, default_actor, open_database
-from refund_worker.cli.output import print_json
+from refund_worker.cli.output import id_column, print_json
 
 EVENT_TYPES = (
     "refund.succeeded",
@@ -85,7 +85,7 @@ def list_command(tenant: str | None, as_json: bool) -> None:
     if as_json:
         print_json([view.model_dump(mode="json") for view in views])
         return
-    table = Table("id", "tenant", "url", "events", "enabled", "failing since / disabled")
+    table = Table(id_column(), "tenant", "url", "events", "enabled", "failing since / disabled")
     for view in views:
         state = view.disabled_reason or (
             f"failing since {view.failing_since:%Y-%m-%d %H:%M}" if view.failing_since else ""
@@ -163,7 +163,9 @@ def deliveries(
     if as_json:
         print_json([view.model_dump(mode="json") for view in views])
         return
-    table = Table("id", "event", "type", "refund", "status", "attempts", "last error")
+    table = Table(
+        "id", "event", "type", id_column("refund"), "status", "attempts", "last error"
+    )
     for view in views:
         table.add_row(str(view.id), view.event_id, view.event_type, view.refund_id, view.status,
                       str(view.attempts), view.last_error or "")

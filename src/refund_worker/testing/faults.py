@@ -1071,6 +1071,12 @@ def evaluate_webhooks(
         r.headers.get("webhook-id") or r.headers.get("Webhook-Id") for r in received
     )
     duplicates = sum(count - 1 for count in per_id.values() if count > 1)
+    taken = Counter(
+        r.headers.get("webhook-id") or r.headers.get("Webhook-Id")
+        for r in received
+        if r.answered is not None and r.answered < 300
+    )
+    taken_again = sum(count - 1 for count in taken.values() if count > 1)
     changed_bodies = [event_id for event_id, variants in bodies.items() if len(variants) > 1]
     unknown_ids = sorted(str(i) for i in set(per_id) - {d.event_id for d in deliveries})
     answered = Counter(str(r.answered) for r in received)
@@ -1087,6 +1093,7 @@ def evaluate_webhooks(
         Check("  deliveries not settled delivered", len(unsettled), not unsettled),
         Check("webhook requests received", len(received)),
         Check("  duplicates (same event again)", duplicates),
+        Check("  of which after a 2xx (at least once)", taken_again),
         Check(
             "  duplicates with another body (must be 0)", len(changed_bodies), not changed_bodies
         ),
@@ -1098,6 +1105,7 @@ def evaluate_webhooks(
         "webhook_events_lost": len(lost),
         "webhook_requests": len(received),
         "webhook_duplicates": duplicates,
+        "webhook_delivered_again": taken_again,
         "webhook_answers": dict(answered),
         "webhook_attempts_max": max((d.attempts for d in deliveries), default=0),
         "webhook_bad_signatures": bad_signatures,

@@ -30,6 +30,13 @@ class Received:
     answered: int | None  # the status answered (None: hung up or dropped)
 
 
+class _QuietServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that hung up (a killed worker, a timeout) is not an error here."""
+
+
 @dataclass
 class Receiver:
     """The server, its mode and what it received."""
@@ -86,7 +93,7 @@ class Receiver:
                 self.end_headers()
                 self.wfile.write(payload)
 
-        self._server = ThreadingHTTPServer((self.host, self.bind_port), Handler)
+        self._server = _QuietServer((self.host, self.bind_port), Handler)
         self.bind_port = int(self._server.server_address[1])
         self._server.daemon_threads = True
         threading.Thread(target=self._server.serve_forever, daemon=True).start()
