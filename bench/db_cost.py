@@ -10,6 +10,10 @@ code (see bench/common.py), so two variants can be alternated in one run.
 
     python bench/db_cost.py --refunds 2000 --rounds 3
     BENCH_SRC=/tmp/snap/src python bench/db_cost.py --name db_cost-before
+    python bench/db_cost.py --webhook-endpoints 1 --name db_cost-webhooks  # one subscriber
+
+``--webhook-endpoints N`` registers N endpoints, subscribed to every event, for the refunds'
+tenant: each success and each sent email then also writes N webhook deliveries (the outbox).
 """
 
 from __future__ import annotations
@@ -181,18 +185,39 @@ def one_round(database: Database, name: str, refunds: int) -> dict[str, dict[str
     return out
 
 
+def _add_endpoints(database: Database, count: int) -> None:
+    """``count`` endpoints of the default tenant, subscribed to every event."""
+    types = ",refund.succeeded,refund.failed,refund.needs_attention,refund.notification_sent,"
+    with database.engine.begin() as connection:
+        for n in range(count):
+            connection.execute(
+                text(
+                    "INSERT INTO webhook_endpoints (id, tenant, url, event_types, secret_salt,"
+                    " key_id, enabled, created_at, updated_at) VALUES (:id, 'default',"
+                    " 'https://hooks.example.com/', :types, 's', 'k', true, now(), now())"
+                ),
+                {"id": f"bench-endpoint-{n}", "types": types + "refund.replayed,"},
+            )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--refunds", type=int, default=2000)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--index-ddl", default="", help="SQL run after the migrations")
     parser.add_argument("--name", default="db_cost")
+    parser.add_argument(
+        "--webhook-endpoints", type=int, default=0,
+        help="endpoints subscribed to every event for the refunds' tenant",
+    )  # fmt: skip
     args = parser.parse_args()
     with common.private_database("db_cost") as url:
         name = url.rsplit("/", 1)[1]
         # One connection, kept: every statement runs on one backend we can meter.
         database = Database.from_url(url, pool_size=1)
         upgrade(database.engine)
+        if args.webhook_endpoints:
+            _add_endpoints(database, args.webhook_endpoints)
         if args.index_ddl:
             with database.engine.begin() as connection:
                 connection.exec_driver_sql(args.index_ddl)

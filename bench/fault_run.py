@@ -52,6 +52,15 @@ def main(argv: list[str] | None = None) -> int:
         "--no-duplicates", action="store_true", help="publish each message once (default: twice)"
     )
     parser.add_argument(
+        "--no-webhooks", action="store_true", help="no webhook endpoint and receiver"
+    )
+    parser.add_argument(
+        "--webhook-failure-share",
+        type=float,
+        default=defaults.webhook_failure_share,
+        help="share of webhook deliveries the receiver answers with a 500",
+    )
+    parser.add_argument(
         "--workdir",
         type=Path,
         default=None,
@@ -69,6 +78,8 @@ def main(argv: list[str] | None = None) -> int:
         commit_fault_share=args.commit_fault_share,
         seed=args.seed,
         duplicate_messages=not args.no_duplicates,
+        webhooks=not args.no_webhooks,
+        webhook_failure_share=args.webhook_failure_share,
     )
     started = time.monotonic()
     report = run_fault_run(

@@ -1,16 +1,22 @@
-"""Shared fixtures: the machine's services (skipped by hand, required in CI), databases, Redis.
+"""Shared fixtures: the machine's services (skipped by hand, required in CI), databases, Redis,
+RabbitMQ.
 
-``REFUND_WORKER_REQUIRE_SERVICES=1`` (set by ``.ci/run``) turns a missing PostgreSQL or Redis from
-a skip into a failure.
+``REFUND_WORKER_REQUIRE_SERVICES=1`` (set by ``.ci/run``) turns a missing PostgreSQL, Redis or
+RabbitMQ from a skip into a failure. ``REFUND_WORKER_TEST_AMQP_URL`` names the RabbitMQ
+(default ``amqp://guest:guest@127.0.0.1:5672``); each test gets a virtual host of its own, made
+with ``rabbitmqctl`` (on the broker's machine) and deleted after the session.
 """
 
 from __future__ import annotations
 
 import itertools
 import os
+import shutil
 import socket
+import subprocess
 import uuid
 from collections.abc import Iterator
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -19,6 +25,7 @@ PG_ADMIN_URL = os.environ.get(
 )
 REDIS_HOST = os.environ.get("REFUND_WORKER_TEST_REDIS_HOST", "127.0.0.1")
 REDIS_PORT = int(os.environ.get("REFUND_WORKER_TEST_REDIS_PORT", "6379"))
+AMQP_URL = os.environ.get("REFUND_WORKER_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672")
 REQUIRE_SERVICES = os.environ.get("REFUND_WORKER_REQUIRE_SERVICES") == "1"
 
 
@@ -110,3 +117,75 @@ def redis_url(redis_server: tuple[str, int]) -> Iterator[str]:
     finally:
         client.flushdb()
         client.close()
+
+
+class VhostPool:
+    """Virtual hosts on the machine's RabbitMQ, made a dozen at a time (``rabbitmqctl`` takes
+    seconds per call) and deleted together at the end of the session; each test takes a fresh
+    one, so parallel runs and tests never see each other's queues."""
+
+    BATCH = 12
+
+    def __init__(self, user: str) -> None:
+        self.user = user
+        self.prefix = f"rw-test-{uuid.uuid4().hex[:8]}"
+        self.made: list[str] = []
+        self.free: list[str] = []
+
+    @staticmethod
+    def _eval(expression: str) -> None:
+        subprocess.run(["rabbitmqctl", "eval", expression], check=True, capture_output=True,
+                       timeout=120)
+
+    @staticmethod
+    def _binaries(names: list[str]) -> str:
+        return "[" + ", ".join(f'<<"{name}">>' for name in names) + "]"
+
+    def take(self) -> str:
+        if not self.free:
+            names = [f"{self.prefix}-{len(self.made) + n}" for n in range(self.BATCH)]
+            self._eval(
+                f"[begin rabbit_vhost:add(V, <<\"tests\">>), "
+                f"rabbit_auth_backend_internal:set_permissions(<<\"{self.user}\">>, V, "
+                f"<<\".*\">>, <<\".*\">>, <<\".*\">>, <<\"tests\">>) end "
+                f"|| V <- {self._binaries(names)}], ok."
+            )
+            self.made += names
+            self.free += names
+        return self.free.pop(0)
+
+    def delete_all(self) -> None:
+        if self.made:
+            self._eval(f"[rabbit_vhost:delete(V, <<\"tests\">>) || V <- "
+                       f"{self._binaries(self.made)}], ok.")
+
+
+@pytest.fixture(scope="session")
+def amqp_server() -> Iterator[tuple[str, VhostPool]]:
+    """(URL without a vhost, the pool of test vhosts) of the machine's RabbitMQ."""
+    parts = urlsplit(AMQP_URL)
+    need_service("RabbitMQ", parts.hostname or "127.0.0.1", parts.port or 5672)
+    if shutil.which("rabbitmqctl") is None:
+        message = "rabbitmqctl is not installed: the tests make vhosts with it"
+        if REQUIRE_SERVICES:
+            pytest.fail(message)
+        pytest.skip(message)
+    pool = VhostPool(parts.username or "guest")
+    try:
+        yield AMQP_URL.rstrip("/"), pool
+    finally:
+        pool.delete_all()
+
+
+@pytest.fixture
+def amqp_url(amqp_server: tuple[str, VhostPool]) -> str:
+    """A RabbitMQ virtual host of this test's own."""
+    base, pool = amqp_server
+    return f"{base}/{pool.take()}"
+
+
+@pytest.fixture(params=["redis", "amqp"])
+def broker_url(request: pytest.FixtureRequest) -> str:
+    """Each broker in turn: the machine's Redis (a database of its own), then its RabbitMQ (a
+    vhost of its own)."""
+    return str(request.getfixturevalue(f"{request.param}_url"))

@@ -16,6 +16,7 @@ class RecordingPublisher:
     def __init__(self) -> None:
         self.refunds: list[str] = []
         self.notifications: list[str] = []
+        self.webhooks: list[int] = []
         self.failing = False
         self._lock = threading.Lock()
 
@@ -24,6 +25,9 @@ class RecordingPublisher:
 
     def publish_notifications(self, refund_ids: Sequence[str]) -> None:
         self._publish(self.notifications, refund_ids)
+
+    def publish_webhooks(self, delivery_ids: Sequence[int]) -> None:
+        self._publish(self.webhooks, delivery_ids)  # type: ignore[arg-type]
 
     def _publish(self, target: list[str], refund_ids: Sequence[str]) -> None:
         if self.failing and refund_ids:

@@ -43,6 +43,7 @@ def enqueue_refund(
         publisher=CeleryPublisher(),
         tenant=tenant,
         created_by=created_by,
+        shops=_shops(),
     )
 
 
@@ -63,7 +64,14 @@ def enqueue_refunds(
         publisher=CeleryPublisher(),
         tenant=tenant,
         created_by=created_by,
+        shops=_shops(),
     )
+
+
+def _shops() -> list[str]:
+    from refund_worker.settings import get_settings
+
+    return get_settings().intake_shops
 
 
 @functools.cache

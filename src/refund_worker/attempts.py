@@ -62,9 +62,9 @@ class AttemptPolicy:
             max_attempts=max_attempts,
             backoff_base=settings.retry_backoff_base,
             backoff_max=settings.retry_backoff_max,
-            in_doubt_wait=settings.magento_timeout + settings.in_doubt_grace_seconds,
+            in_doubt_wait=settings.longest_magento_timeout + settings.in_doubt_grace_seconds,
             longest_countdown=settings.longest_countdown,
-            call_window=settings.magento_timeout,
+            call_window=settings.longest_magento_timeout,
         )
 
     def backoff(self, attempt: int, rng: random.Random) -> float:

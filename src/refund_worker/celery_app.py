@@ -14,13 +14,24 @@ Redis delivers at least once. Every setting here serves the two promises:
 * so have the notification emails (``refunds.notify``): kombu's Redis transport takes from a
   worker's queues in turn, so an email goes out soon after its refund instead of behind a bulk
   import's whole backlog, and no ``-Q`` can leave emails unconsumed;
+* and so have webhook deliveries (``webhooks.deliver``), for the same reason; a slow receiver
+  holds one task slot for at most ``REFUND_WORKER_WEBHOOK_TIMEOUT`` per read;
 * task events are on so Flower sees every task; results are not stored (the database is the
   source of truth, and a result backend would only duplicate it);
 * a worker survives the broker dying under running tasks (:mod:`refund_worker.broker_fixes`).
+
+On RabbitMQ (``amqp://``) the three queues are durable **quorum** queues (replicated, no
+priorities, no global QoS: Celery's ``worker_detect_quorum_queues`` makes the prefetch
+per consumer), each bound to a topic exchange of its name so that retries with a countdown go
+through Celery's native delayed delivery (the ``celery_delayed_*`` queues) instead of waiting
+unacknowledged in the worker; publishes are confirmed by the broker (``confirm_publish``), and
+start-up checks that RabbitMQ's consumer timeout, like Redis's visibility timeout, exceeds the
+longest countdown plus the lease (docs/operations.md, "Which broker").
 """
 
 from __future__ import annotations
 
+import math
 import sys
 from typing import Any
 
@@ -36,18 +47,59 @@ broker_fixes.apply()
 QUEUE = "refunds"
 NOTIFY_QUEUE = "refunds.notify"
 SWEEP_QUEUE = "refunds.sweep"
+WEBHOOK_QUEUE = "webhooks"
 PROCESS_TASK = "refunds.process"
 NOTIFY_TASK = "refunds.notify"
 SWEEP_TASK = "refunds.sweep"
+WEBHOOK_TASK = "webhooks.deliver"
+PRUNE_TASK = "refunds.prune"
+#: How often beat runs the prune when ``Settings.prune_after_days`` is set.
+PRUNE_INTERVAL_SECONDS = 24 * 3600
 #: Each task's queue: ``task_routes`` for ``send_task``, and ``publishing.publish``'s own messages.
-TASK_QUEUES = {PROCESS_TASK: QUEUE, NOTIFY_TASK: NOTIFY_QUEUE, SWEEP_TASK: SWEEP_QUEUE}
+TASK_QUEUES = {
+    PROCESS_TASK: QUEUE,
+    NOTIFY_TASK: NOTIFY_QUEUE,
+    SWEEP_TASK: SWEEP_QUEUE,
+    WEBHOOK_TASK: WEBHOOK_QUEUE,
+    PRUNE_TASK: SWEEP_QUEUE,
+}
 #: Queues every worker consumes on top of its ``-Q``.
-ALWAYS_CONSUMED = (NOTIFY_QUEUE, SWEEP_QUEUE)
+ALWAYS_CONSUMED = (NOTIFY_QUEUE, SWEEP_QUEUE, WEBHOOK_QUEUE)
+
+
+#: Arguments of every queue on RabbitMQ.
+QUORUM = {"x-queue-type": "quorum"}
+
+
+def amqp_queues() -> list[Any]:
+    """The three queues as RabbitMQ quorum queues, each bound to a topic exchange of its name
+    (native delayed delivery needs one; messages published to the default exchange with the
+    queue's name as routing key arrive too)."""
+    from kombu.entity import Exchange, Queue
+
+    return [
+        Queue(  # type: ignore[no-untyped-call]
+            name,
+            Exchange(name, type="topic"),  # type: ignore[no-untyped-call]
+            routing_key=name,
+            queue_arguments=QUORUM,
+            durable=True,
+        )
+        for name in (QUEUE, NOTIFY_QUEUE, SWEEP_QUEUE)
+    ]
 
 
 def configure(app: Celery, settings: Settings) -> None:
     """Apply every setting derived from ``settings`` to ``app``."""
-    transport_options = {"visibility_timeout": settings.visibility_timeout}
+    transport_options: dict[str, Any] = {"visibility_timeout": settings.visibility_timeout}
+    if settings.broker_kind == "amqp":
+        transport_options = {"confirm_publish": True}
+        app.conf.update(
+            task_queues=amqp_queues(),
+            task_create_missing_queues=False,
+            worker_detect_quorum_queues=True,
+            broker_native_delayed_delivery_queue_type="quorum",
+        )
     app.conf.update(
         broker_url=settings.broker_dsn,
         broker_transport_options=transport_options,
@@ -66,14 +118,27 @@ def configure(app: Celery, settings: Settings) -> None:
         task_send_sent_event=False,
         worker_hijack_root_logger=False,
         worker_cancel_long_running_tasks_on_connection_loss=False,
-        beat_schedule={
-            "sweep-stranded-refunds": {
-                "task": SWEEP_TASK,
-                "schedule": settings.sweep_interval_seconds,
-                "options": {"expires": settings.sweep_interval_seconds, "queue": SWEEP_QUEUE},
-            }
-        },
+        beat_schedule=beat_schedule(settings),
     )
+
+
+def beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
+    """The sweeper every ``sweep_interval_seconds``; the history prune once a day, only when
+    ``prune_after_days`` is set (off by default)."""
+    schedule: dict[str, dict[str, Any]] = {
+        "sweep-stranded-refunds": {
+            "task": SWEEP_TASK,
+            "schedule": settings.sweep_interval_seconds,
+            "options": {"expires": settings.sweep_interval_seconds, "queue": SWEEP_QUEUE},
+        }
+    }
+    if settings.prune_after_days is not None:
+        schedule["prune-settled-history"] = {
+            "task": PRUNE_TASK,
+            "schedule": PRUNE_INTERVAL_SECONDS,
+            "options": {"expires": PRUNE_INTERVAL_SECONDS, "queue": SWEEP_QUEUE},
+        }
+    return schedule
 
 
 def check_visibility_timeout(app: Celery, settings: Settings) -> None:
@@ -81,14 +146,41 @@ def check_visibility_timeout(app: Celery, settings: Settings) -> None:
 
     A message waiting for its countdown (at most ``settings.longest_countdown``) or held by a
     task that runs for up to a lease must not be handed to a second worker by Redis meanwhile.
+    On RabbitMQ the same bound holds for its consumer timeout (``check_consumer_timeout``).
     """
     needed = settings.longest_countdown + settings.lease_seconds
+    if settings.broker_kind == "amqp":
+        check_consumer_timeout(settings)
+        return
     value = (app.conf.get("broker_transport_options") or {}).get("visibility_timeout")
     if value is None or float(value) <= needed:
         raise RuntimeError(
             f"broker_transport_options['visibility_timeout'] is {value}; it must exceed the "
             f"longest retry countdown + lease_seconds = {needed:g}"
         )
+
+
+def check_consumer_timeout(settings: Settings) -> None:
+    """RabbitMQ closes the channel of a consumer that holds a message unacknowledged longer
+    than its ``consumer_timeout`` (every message on it is then delivered again). A message is
+    held while its task runs (a lease at most) and, when prefetched behind running tasks or
+    waiting for its countdown, up to the longest countdown: ``CONSUMER_TIMEOUT`` (what the
+    server's is) must exceed both. RabbitMQ < 3.12 tells no client its value; see
+    docs/operations.md for how to set and verify it."""
+    needed = settings.longest_countdown + settings.lease_seconds
+    if settings.consumer_timeout <= needed:
+        raise RuntimeError(
+            f"REFUND_WORKER_CONSUMER_TIMEOUT is {settings.consumer_timeout}; it must exceed the "
+            f"longest retry countdown + lease_seconds = {needed:g}"
+        )
+
+
+def countdown(settings: Settings, seconds: float) -> float:
+    """A retry's countdown as the broker can honour it: whole seconds (rounded up) on RabbitMQ,
+    whose native delayed delivery counts in seconds and refuses less than one."""
+    if settings.broker_kind == "amqp" and seconds > 0:
+        return float(max(1, math.ceil(seconds)))
+    return seconds
 
 
 def create_app(settings: Settings | None = None) -> Celery:
@@ -146,8 +238,10 @@ def _refuse_to_start(exc: Exception) -> None:
 @celeryd_after_setup.connect
 def _consume_own_queues(instance: Any, **_: Any) -> None:
     """Every worker consumes the emails' and the sweeper's queues too, whatever its ``-Q``."""
+    queues = instance.app.amqp.queues
     for queue in ALWAYS_CONSUMED:
-        instance.app.amqp.queues.select_add(queue)
+        # The queue as declared (RabbitMQ: quorum, topic exchange), not a new default one.
+        queues.select_add(queues.get(queue, queue))
 
 
 @worker_process_init.connect

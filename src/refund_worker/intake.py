@@ -27,6 +27,7 @@ from refund_worker.errors import IdempotencyConflict, InvalidRefund, RefundWorke
 from refund_worker.markers import new_marker_token
 from refund_worker.models import Refund, utcnow
 from refund_worker.schemas import (
+    DEFAULT_SHOP,
     DEFAULT_TENANT,
     TENANT_PATTERN,
     NotificationStatus,
@@ -107,6 +108,26 @@ def _field_name(part: str | int) -> str:
     return json.dumps(shortened)  # quoted, every control character escaped
 
 
+def resolve_shop(request: RefundRequest, shops: Sequence[str]) -> RefundRequest:
+    """``request`` naming one of ``shops`` (the configured shops, or those a caller may use):
+    its own ``shop``, or the only one when it names none. ``InvalidRefund`` naming ``shop``
+    otherwise; no other shop is ever chosen for it."""
+    if request.shop is not None:
+        if request.shop not in shops:
+            raise InvalidRefund(
+                f"shop: {request.shop!r} is not a shop you may refund in "
+                f"(configured: {', '.join(shops) or 'none'})"
+            )
+        return request
+    if len(shops) != 1:
+        raise InvalidRefund(
+            f"shop: required, since several shops are configured ({', '.join(shops)})"
+            if shops
+            else "shop: no shop is configured"
+        )
+    return request.in_shop(shops[0])
+
+
 def enqueue_refund(
     data: RefundRequest | Mapping[str, Any] | str | bytes,
     *,
@@ -114,12 +135,18 @@ def enqueue_refund(
     publisher: Publisher,
     tenant: str = DEFAULT_TENANT,
     created_by: str | None = None,
+    shops: Sequence[str] = (DEFAULT_SHOP,),
 ) -> RefundReceipt:
-    """Accept one refund request for ``tenant``; raises ``InvalidRefund`` or
-    ``IdempotencyConflict``."""
+    """Accept one refund request for ``tenant`` in one of ``shops`` (the configured ones);
+    raises ``InvalidRefund`` or ``IdempotencyConflict``."""
     request = validate_request(data)
     result = enqueue_refunds(
-        [request], database=database, publisher=publisher, tenant=tenant, created_by=created_by
+        [request],
+        database=database,
+        publisher=publisher,
+        tenant=tenant,
+        created_by=created_by,
+        shops=shops,
     )[0]
     if isinstance(result, IntakeRejection):
         raise result.error
@@ -133,10 +160,11 @@ def enqueue_refunds(
     publisher: Publisher,
     tenant: str = DEFAULT_TENANT,
     created_by: str | None = None,
+    shops: Sequence[str] = (DEFAULT_SHOP,),
 ) -> list[RefundReceipt | IntakeRejection]:
     """Accept many validated requests of one tenant in batches: one result per request, in
-    order."""
-    owner = _Owner(check_tenant(tenant), created_by)
+    order. Each names one of ``shops`` (the configured shops), or none when there is one."""
+    owner = _Owner(check_tenant(tenant), created_by, tuple(shops))
     results: list[RefundReceipt | IntakeRejection] = []
     batch: list[RefundRequest] = []
     offset = 0
@@ -155,6 +183,7 @@ def enqueue_refunds(
 class _Owner:
     tenant: str
     created_by: str | None
+    shops: tuple[str, ...] = (DEFAULT_SHOP,)
 
 
 def check_tenant(tenant: str) -> str:
@@ -174,15 +203,28 @@ def _enqueue_batch(
     owner: _Owner,
 ) -> list[RefundReceipt | IntakeRejection]:
     now = utcnow()
+    refused: dict[int, IntakeRejection] = {}
+    resolved: list[RefundRequest] = []
+    for position, request in enumerate(batch):
+        try:
+            resolved.append(resolve_shop(request, owner.shops))
+        except InvalidRefund as exc:
+            refused[position] = IntakeRejection(offset + position, exc)
+            resolved.append(request)
+    batch = resolved
     hashes = [request.payload_hash() for request in batch]
     first_by_key: dict[str, int] = {}
     rows: list[dict[str, Any]] = []
     for position, request in enumerate(batch):
+        if position in refused:
+            continue
         if request.idempotency_key in first_by_key:
             continue
         first_by_key[request.idempotency_key] = position
         rows.append(_row(request, hashes[position], now, owner))
 
+    if not rows:
+        return [refused[position] for position in range(len(batch))]
     with database.session_scope() as session:
         if session.get_bind().dialect.name == "postgresql":
             inserted, existing = _store_with_arrays(session, rows, owner.tenant, list(first_by_key))
@@ -196,6 +238,9 @@ def _enqueue_batch(
 
     results: list[RefundReceipt | IntakeRejection] = []
     for position, request in enumerate(batch):
+        if position in refused:
+            results.append(refused[position])
+            continue
         refund_id, stored_hash, status = existing[request.idempotency_key]
         fresh = refund_id in inserted and first_by_key[request.idempotency_key] == position
         if stored_hash != hashes[position]:
@@ -314,6 +359,7 @@ def _row(request: RefundRequest, payload_hash: str, now: Any, owner: _Owner) -> 
         "id": str(uuid.uuid4()),
         "tenant": owner.tenant,
         "idempotency_key": request.idempotency_key,
+        "shop": request.shop or DEFAULT_SHOP,
         "marker_token": new_marker_token(),
         "payload_hash": payload_hash,
         "request_json": request.canonical_json(),

@@ -1,4 +1,5 @@
-"""SQLAlchemy 2.0 tables: refunds, their Magento calls (audit), their events, and order locks."""
+"""SQLAlchemy 2.0 tables: refunds, their Magento calls (audit), their events, order locks, and
+webhook endpoints with their deliveries (the outbox)."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from sqlalchemy import (
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from refund_worker.schemas import DEFAULT_TENANT, NotificationStatus, RefundStatus
+from refund_worker.schemas import DEFAULT_SHOP, DEFAULT_TENANT, NotificationStatus, RefundStatus
 
 
 def utcnow() -> datetime:
@@ -61,6 +62,9 @@ class Refund(Base):
     #: are unique per tenant, and a producer sees only its own tenant's refunds.
     tenant: Mapped[str] = mapped_column(String(64), default=DEFAULT_TENANT)
     idempotency_key: Mapped[str] = mapped_column(String(255))
+    #: The Magento installation the refund is for (a configured shop's name): every call of
+    #: every attempt, reconciliation and email goes to this shop's client, and no other's.
+    shop: Mapped[str] = mapped_column(String(32), default=DEFAULT_SHOP)
     #: The random part of the marker its credit memos carry; never shown to producers. NULL on
     #: rows attempted before markers had one (they carry the legacy ``refund-worker:<id>``).
     marker_token: Mapped[str | None] = mapped_column(String(32))
@@ -72,7 +76,8 @@ class Refund(Base):
     service_requested: Mapped[str] = mapped_column(String(16))
     service: Mapped[str | None] = mapped_column(String(16))
     status: Mapped[str] = mapped_column(String(16), default=RefundStatus.RECEIVED.value)
-    #: A credit memo backs at most one refund (a unique constraint).
+    #: A credit memo backs at most one refund of its shop (a unique constraint: each Magento
+    #: numbers its own credit memos).
     creditmemo_id: Mapped[int | None] = mapped_column(Integer)
     outcome: Mapped[str | None] = mapped_column(Text)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
@@ -113,9 +118,15 @@ class Refund(Base):
 
     __table_args__ = (
         UniqueConstraint("tenant", "idempotency_key", name="uq_refunds_tenant_idempotency_key"),
-        UniqueConstraint("creditmemo_id", name="uq_refunds_creditmemo_id"),
+        UniqueConstraint("shop", "creditmemo_id", name="uq_refunds_shop_creditmemo_id"),
+        Index("ix_refunds_shop_status", "shop", "status"),
         Index("ix_refunds_status_next_attempt_at", "status", "next_attempt_at"),
         Index("ix_refunds_notification_status", "notification_status"),
+        # Reads over a large history (migration 0006; bench/db_scale.py measures each).
+        Index("ix_refunds_idempotency_key", "idempotency_key"),
+        Index("ix_refunds_created_at_id", "created_at", "id"),
+        Index("ix_refunds_status_created_at_id", "status", "created_at", "id"),
+        Index("ix_refunds_tenant_status_created_at_id", "tenant", "status", "created_at", "id"),
     )
 
 
@@ -149,14 +160,88 @@ class RefundEvent(Base):
     )
     kind: Mapped[str] = mapped_column(String(32))
     detail: Mapped[str | None] = mapped_column(Text)
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, index=True)
 
 
 class OrderLock(Base):
-    """At most one refund per Magento order is in flight across all workers."""
+    """At most one refund per Magento order (of one shop) is in flight across all workers."""
 
     __tablename__ = "order_locks"
 
+    shop: Mapped[str] = mapped_column(String(32), primary_key=True, default=DEFAULT_SHOP)
     order_id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
     refund_id: Mapped[str] = mapped_column(String(36))
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class WebhookEndpoint(Base):
+    """A producer's webhook endpoint: where its tenant's refund events are pushed.
+
+    The signing secret is not stored: it is derived from ``REFUND_WORKER_SECRET_KEY`` and this
+    row's ``secret_salt`` (``webhooks.secrets``), so the database alone cannot sign.
+    """
+
+    __tablename__ = "webhook_endpoints"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    tenant: Mapped[str] = mapped_column(String(64), index=True)
+    url: Mapped[str] = mapped_column(String(2048))
+    #: The event types it receives, comma-delimited with a comma at each end
+    #: (``,refund.succeeded,refund.failed,``) so one ``LIKE '%,type,%'`` tells.
+    event_types: Mapped[str] = mapped_column(String(255))
+    description: Mapped[str | None] = mapped_column(String(200))
+    secret_salt: Mapped[str] = mapped_column(String(64))
+    #: Which secret key derived its secret (a fingerprint, not the key).
+    key_id: Mapped[str] = mapped_column(String(16))
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    disabled_reason: Mapped[str | None] = mapped_column(Text)
+    disabled_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    #: The first failed delivery since its last success (None: not failing).
+    failing_since: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    created_by: Mapped[str | None] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
+
+
+class WebhookDelivery(Base):
+    """The outbox: one event for one endpoint, written with the state change it reports.
+
+    ``event_id`` is the event's (the ``webhook-id`` header): the same on every attempt and on
+    every endpoint that receives the event. ``data_json`` is what the event says of the refund
+    then; its body is rendered from it and the refund's fixed fields, the same every attempt.
+    """
+
+    __tablename__ = "webhook_deliveries"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    event_id: Mapped[str] = mapped_column(String(40), index=True)
+    event_type: Mapped[str] = mapped_column(String(40))
+    refund_id: Mapped[str] = mapped_column(
+        String(36), ForeignKey("refunds.id", ondelete="CASCADE"), index=True
+    )
+    endpoint_id: Mapped[str] = mapped_column(
+        String(36), ForeignKey("webhook_endpoints.id", ondelete="CASCADE"), index=True
+    )
+    data_json: Mapped[str] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    version: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    published_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    last_http_status: Mapped[int | None] = mapped_column(Integer)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    #: The start of the receiver's last answer (at most 200 characters), nothing more.
+    response_excerpt: Mapped[str | None] = mapped_column(String(200))
+    delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    #: Retried until then (None: its event's time + ``REFUND_WORKER_WEBHOOK_RETRY_FOR_SECONDS``;
+    #: a replay sets it anew).
+    retry_until: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    #: When the event happened (its ``timestamp``).
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
+
+    __table_args__ = (
+        UniqueConstraint("event_id", "endpoint_id", name="uq_webhook_deliveries_event_endpoint"),
+        Index("ix_webhook_deliveries_status_next_attempt_at", "status", "next_attempt_at"),
+    )

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -23,7 +23,7 @@ from refund_worker.attempts import DUE_SLACK, AttemptPolicy, pause_on_rate_limit
 from refund_worker.errors import PermanentError, RetryableError
 from refund_worker.models import utcnow
 from refund_worker.ratelimit import CallLimiter, NoLimit
-from refund_worker.refunds import AttemptResult, MagentoAPI
+from refund_worker.refunds import AttemptResult, MagentoAPI, Shop, single_shop, unknown_shop
 from refund_worker.schemas import NotificationStatus
 from refund_worker.settings import Settings
 from refund_worker.store import ClaimedEmail, EmailStore, NotClaimed
@@ -46,6 +46,7 @@ class NotificationService:
         settings: Settings,
         *,
         limiter: CallLimiter | None = None,
+        shops: Mapping[str, Shop] | None = None,
         clock: Callable[[], datetime] = utcnow,
         rng: random.Random | None = None,
     ) -> None:
@@ -54,6 +55,8 @@ class NotificationService:
         self.settings = settings
         self.policy = AttemptPolicy.for_emails(settings)
         self.limiter = limiter or NoLimit()
+        #: Every shop this worker may send through, by name: an email goes through its refund's.
+        self.shops = single_shop(magento, self.limiter, shops)
         self.clock = clock
         self.rng = rng or random.Random()
 
@@ -74,11 +77,16 @@ class NotificationService:
             return self._record(
                 claim, NotificationStatus.FAILED, f"stored request cannot be read: {exc}"
             )
-        magento = self.magento.recording(claim.calls.append)
+        shop = self.shops.get(claim.shop)
+        if shop is None:
+            not_here = RetryableError(unknown_shop(claim.shop, self.shops))
+            return self._retry(claim, not_here, unknown=True, limiter=self.limiter)
+        magento = shop.magento.recording(claim.calls.append)
+        limiter = shop.limiter
         checked = False
         try:
             if claim.attempt > 1:
-                self.limiter.acquire()
+                limiter.acquire()
                 creditmemo = magento.get_creditmemo(claim.creditmemo_id, store_code=store_code)
                 checked = True
                 if _truthy(creditmemo.get("email_sent")):
@@ -92,7 +100,7 @@ class NotificationService:
                         f"gave up after {claim.attempt - 1} attempts; Magento shows the email "
                         f"was not sent; last error: {claim.last_error}",
                     )
-            self.limiter.acquire()
+            limiter.acquire()
             if not self._renew_lease(claim):
                 log.warning("refund %s: notification lease lost; not sending", refund_id)
                 return AttemptResult(refund_id, NotificationStatus.SENDING, "lease lost; not sent")
@@ -101,7 +109,7 @@ class NotificationService:
             return self._record(claim, NotificationStatus.FAILED, exc.message)
         except RetryableError as exc:
             unknown = exc.outcome_unknown or (claim.attempt > 1 and not checked)
-            return self._retry(claim, exc, unknown=unknown)
+            return self._retry(claim, exc, unknown=unknown, limiter=limiter)
         if sent:
             return self._record(claim, NotificationStatus.SENT, None)
         return self._record(claim, NotificationStatus.NOT_SENT, _NOT_SENT_BY_MAGENTO)
@@ -116,8 +124,10 @@ class NotificationService:
             claim, until=now + timedelta(seconds=self.settings.lease_seconds)
         )
 
-    def _retry(self, claim: ClaimedEmail, error: RetryableError, *, unknown: bool) -> AttemptResult:
-        pause_on_rate_limit(error, self.limiter)  # Magento's 429: every worker waits
+    def _retry(
+        self, claim: ClaimedEmail, error: RetryableError, *, unknown: bool, limiter: CallLimiter
+    ) -> AttemptResult:
+        pause_on_rate_limit(error, limiter)  # Magento's 429: every worker waits for the shop
         if self.policy.exhausted(claim.attempt) and not unknown:
             return self._record(
                 claim,
@@ -148,7 +158,11 @@ class NotificationService:
         if status is NotificationStatus.FAILED:
             log.warning("refund %s: notification failed: %s", claim.refund_id, error)
         return AttemptResult(
-            claim.refund_id, status.value, detail or (error or ""), retry_in=retry_in
+            claim.refund_id,
+            status.value,
+            detail or (error or ""),
+            retry_in=retry_in,
+            webhooks=tuple(claim.webhooks),
         )
 
 

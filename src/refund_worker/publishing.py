@@ -16,12 +16,12 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable, Sequence
-from typing import Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from celery import Celery
 from kombu.utils.uuid import uuid
 
-from refund_worker.celery_app import NOTIFY_TASK, PROCESS_TASK, TASK_QUEUES, app
+from refund_worker.celery_app import NOTIFY_TASK, PROCESS_TASK, TASK_QUEUES, WEBHOOK_TASK, app
 from refund_worker.errors import BrokerUnavailable
 
 log = logging.getLogger(__name__)
@@ -35,6 +35,20 @@ class Publisher(Protocol):
 
     def publish_refunds(self, refund_ids: Sequence[str]) -> None: ...
     def publish_notifications(self, refund_ids: Sequence[str]) -> None: ...
+
+
+@runtime_checkable
+class WebhookPublisher(Protocol):
+    """Publishes webhook delivery messages (after their outbox rows are committed)."""
+
+    def publish_webhooks(self, delivery_ids: Sequence[int]) -> None: ...
+
+
+def publish_webhooks_of(publisher: object, delivery_ids: Sequence[int]) -> None:
+    """Publish ``delivery_ids`` through ``publisher`` if it can; if it cannot (a publisher
+    made before webhooks), the sweep publishes them."""
+    if delivery_ids and isinstance(publisher, WebhookPublisher):
+        publisher.publish_webhooks(delivery_ids)
 
 
 def stamp() -> dict[str, float]:
@@ -97,6 +111,10 @@ class CeleryPublisher:
         """Publish ``refunds.notify`` for each id, to the emails' own queue."""
         publish(self.celery_app, NOTIFY_TASK, refund_ids)
 
+    def publish_webhooks(self, delivery_ids: Sequence[int]) -> None:
+        """Publish ``webhooks.deliver`` for each delivery id, to the webhooks' own queue."""
+        publish(self.celery_app, WEBHOOK_TASK, [str(delivery_id) for delivery_id in delivery_ids])
+
 
 class GuardedPublisher:
     """A publisher whose broker failures are one ``BrokerUnavailable``, logged once."""
@@ -112,8 +130,13 @@ class GuardedPublisher:
         """Publish ``refunds.notify`` for each id, or raise ``BrokerUnavailable``."""
         self._guard(self._publisher.publish_notifications, refund_ids)
 
+    def publish_webhooks(self, delivery_ids: Sequence[int]) -> None:
+        """Publish ``webhooks.deliver`` for each delivery id, or raise ``BrokerUnavailable``."""
+        if isinstance(self._publisher, WebhookPublisher):
+            self._guard(self._publisher.publish_webhooks, delivery_ids)
+
     @staticmethod
-    def _guard(publish: Callable[[Sequence[str]], None], refund_ids: Sequence[str]) -> None:
+    def _guard(publish: Callable[[Sequence[Any]], None], refund_ids: Sequence[Any]) -> None:
         try:
             publish(refund_ids)
         except Exception as exc:

@@ -20,8 +20,8 @@ from __future__ import annotations
 import logging
 import random
 import uuid
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
@@ -32,6 +32,7 @@ from refund_worker.attempts import DUE_SLACK, AttemptPolicy, order_busy_delay, p
 from refund_worker.errors import (
     AttentionRequired,
     MagentoRejected,
+    MagentoUnavailable,
     PermanentError,
     RefundWorkerError,
     RetryableError,
@@ -39,9 +40,15 @@ from refund_worker.errors import (
 from refund_worker.magento import CallRecord
 from refund_worker.markers import marker_for
 from refund_worker.models import utcnow
-from refund_worker.ratelimit import CallLimiter, NoLimit
+from refund_worker.ratelimit import FULL, CallLimiter, NoLimit, OpenGate, ShopGate
 from refund_worker.routing import RefundCall, needs_invoices, order_items_by_id, plan_refund
-from refund_worker.schemas import ErrorKind, RefundRequest, RefundStatus, Service
+from refund_worker.schemas import (
+    DEFAULT_SHOP,
+    ErrorKind,
+    RefundRequest,
+    RefundStatus,
+    Service,
+)
 from refund_worker.settings import Settings
 from refund_worker.store import (
     ClaimedRefund,
@@ -96,6 +103,35 @@ class MagentoAPI(Protocol):
 
 
 @dataclass(frozen=True)
+class Shop:
+    """One Magento installation as the services reach it: its client (URL, credentials, default
+    store code, timeout), its shared call limit, and its gate (its pause and its cap on refunds in
+    flight). A refund is only ever acted on through the shop its row names."""
+
+    name: str
+    magento: MagentoAPI
+    limiter: CallLimiter = field(default_factory=NoLimit)
+    gate: ShopGate = field(default_factory=OpenGate)
+
+
+def single_shop(
+    magento: MagentoAPI, limiter: CallLimiter | None, shops: Mapping[str, Shop] | None
+) -> dict[str, Shop]:
+    """``shops``, or the one ``default`` shop made of ``magento`` and ``limiter``."""
+    if shops is not None:
+        return dict(shops)
+    return {DEFAULT_SHOP: Shop(DEFAULT_SHOP, magento, limiter or NoLimit())}
+
+
+def unknown_shop(shop: str, known: Mapping[str, Shop]) -> str:
+    """Why a refund of ``shop`` is not acted on by this worker."""
+    return (
+        f"shop {shop!r} is not configured on this worker (it knows {', '.join(known) or 'none'}); "
+        "nothing was sent: it is retried once the shop is configured"
+    )
+
+
+@dataclass(frozen=True)
 class AttemptResult:
     """What one delivery of a task achieved, for the thin task to act on."""
 
@@ -105,6 +141,8 @@ class AttemptResult:
     retry_in: float | None = None  # seconds until the task should run again
     publish_notification: bool = False
     error: RefundWorkerError | None = None  # a permanent failure, re-raised so Flower shows it
+    #: Webhook deliveries the outcome wrote to the outbox: their messages go out after it.
+    webhooks: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -133,6 +171,7 @@ class RefundService:
         settings: Settings,
         *,
         limiter: CallLimiter | None = None,
+        shops: Mapping[str, Shop] | None = None,
         clock: Callable[[], datetime] = utcnow,
         rng: random.Random | None = None,
     ) -> None:
@@ -141,6 +180,8 @@ class RefundService:
         self.settings = settings
         self.policy = AttemptPolicy.for_refunds(settings)
         self.limiter = limiter or NoLimit()
+        #: Every shop this worker may act on, by name (``magento`` alone: the ``default`` one).
+        self.shops = single_shop(magento, self.limiter, shops)
         self.clock = clock
         self.rng = rng or random.Random()
         self.extra_offline = frozenset(settings.offline_payment_methods)
@@ -166,17 +207,68 @@ class RefundService:
                 f"order {claim.order_id} has a refund in flight",
                 retry_in=order_busy_delay(self.rng),
             )
+        shop = self.shops.get(claim.shop)
+        if shop is None:
+            return self._defer(claim, self.policy.backoff_max, unknown_shop(claim.shop, self.shops))
+        wait = shop.gate.enter(claim.refund_id, self.settings.lease_seconds)
+        if wait == FULL:
+            return self._defer(
+                claim,
+                order_busy_delay(self.rng),
+                None,
+                f"shop {shop.name!r} has its most refunds in flight; deferred, not attempted",
+            )
+        if wait > 0:  # spread over twice the pause: the shop is not hit by all at once after it
+            return self._defer(
+                claim,
+                wait * (1 + self.rng.random()),
+                None,
+                f"shop {shop.name!r} is paused for {wait:.1f}s (a 429, or it is down); deferred",
+            )
+        try:
+            return self._admitted(claim, shop)
+        finally:
+            shop.gate.leave(claim.refund_id)
+
+    def _admitted(self, claim: ClaimedRefund, shop: Shop) -> AttemptResult:
         try:
             request = RefundRequest.model_validate_json(claim.request_json)
         except ValidationError as exc:
             unreadable = PermanentError(_unreadable(exc))
-            return self._fail(claim, None, unreadable, in_doubt=claim.was_in_doubt)
-        return self._attempt(claim, request)
+            result = self._fail(claim, None, unreadable, in_doubt=claim.was_in_doubt)
+        else:
+            if (request.shop or DEFAULT_SHOP) != claim.shop:  # the row and its request disagree
+                mismatch = PermanentError(
+                    f"the stored request names shop {request.shop!r} but the refund is of shop "
+                    f"{claim.shop!r}; nothing was sent to either"
+                )
+                result = self._fail(claim, request, mismatch, in_doubt=claim.was_in_doubt)
+            else:
+                result = self._attempt(claim, request, shop)
+        if claim.webhooks:
+            result = replace(result, webhooks=tuple(claim.webhooks))
+        return result
 
-    def _attempt(self, claim: ClaimedRefund, request: RefundRequest) -> AttemptResult:
-        magento = self.magento.recording(claim.calls.append)
+    def _defer(
+        self, claim: ClaimedRefund, delay: float, reason: str | None, detail: str | None = None
+    ) -> AttemptResult:
+        """Give the claim back uncalled and uncounted; the task comes back in ``delay`` s."""
+        delay = min(delay, self.policy.longest_countdown)
+        now = self.clock()
+        held = self.store.record_deferral(
+            claim, next_attempt_at=now + timedelta(seconds=delay), reason=reason, now=now
+        )
+        if not held:
+            return AttemptResult(claim.refund_id, RefundStatus.PROCESSING, "lease lost; deferred")
+        return AttemptResult(
+            claim.refund_id, RefundStatus.RETRYING, detail or reason or "deferred", retry_in=delay
+        )
+
+    def _attempt(self, claim: ClaimedRefund, request: RefundRequest, shop: Shop) -> AttemptResult:
+        magento = shop.magento.recording(claim.calls.append)
+        limiter = shop.limiter
         try:
-            success = self._act(claim, request, magento)
+            success = self._act(claim, request, magento, limiter)
         except _LeaseLost:
             log.warning(
                 "refund %s: lease lost before the refund call; not calling", claim.refund_id
@@ -190,7 +282,9 @@ class RefundService:
         except PermanentError as exc:
             return self._fail(claim, request, exc)
         except RetryableError as exc:
-            pause_on_rate_limit(exc, self.limiter)  # Magento's 429, on any call: everyone waits
+            pause_on_rate_limit(exc, limiter)  # Magento's 429, on any call: the shop waits
+            if isinstance(exc, MagentoUnavailable):  # the shop is down: its refunds hold back
+                shop.gate.unavailable(self.policy.longest_countdown)
             return self._retry(claim, request, exc)
         except Exception as exc:  # a bug or odd data must fail this refund, not loop forever
             log.exception("refund %s: unexpected error", claim.refund_id)
@@ -201,10 +295,16 @@ class RefundService:
 
     # -- act (no transaction open) -----------------------------------------------------------
 
-    def _act(self, claim: ClaimedRefund, request: RefundRequest, magento: MagentoAPI) -> _Success:
-        """Reconcile, or route and refund. Raises on failure."""
+    def _act(
+        self,
+        claim: ClaimedRefund,
+        request: RefundRequest,
+        magento: MagentoAPI,
+        limiter: CallLimiter,
+    ) -> _Success:
+        """Reconcile, or route and refund, in the refund's own shop. Raises on failure."""
         if claim.was_in_doubt:
-            found = self._reconcile(claim, request, magento)
+            found = self._reconcile(claim, request, magento, limiter)
             if found is not None:
                 return found
         if claim.attempt > self.policy.max_attempts:  # the outcome was unknown; it is not now
@@ -213,9 +313,9 @@ class RefundService:
                 f"carrying this refund's marker, so nothing was refunded; last error: "
                 f"{claim.last_error}"
             )
-        call = self._plan(claim, request, magento)
+        call = self._plan(claim, request, magento, limiter)
         claim.service = call.service.value
-        self.limiter.acquire()
+        limiter.acquire()
         self._renew_lease(claim)
         try:
             creditmemo_id = _execute(magento, call, request.store_code)
@@ -223,19 +323,23 @@ class RefundService:
             # A slow earlier attempt may have landed since the search: Magento then refuses a
             # full refund ("closed", "nothing left"). Look once more before calling it a failure.
             if claim.was_in_doubt:
-                found = self._reconcile(claim, request, magento)
+                found = self._reconcile(claim, request, magento, limiter)
                 if found is not None:
                     return found
             raise
         return _Success(creditmemo_id, reconciled=False, outcome=call.description)
 
     def _reconcile(
-        self, claim: ClaimedRefund, request: RefundRequest, magento: MagentoAPI
+        self,
+        claim: ClaimedRefund,
+        request: RefundRequest,
+        magento: MagentoAPI,
+        limiter: CallLimiter,
     ) -> _Success | None:
         """The credit memo an earlier attempt created (it carries the marker and fits the
         request), if any; ``AttentionRequired`` when what carries the marker does not fit."""
         try:
-            found = self._search_marker(claim, request, magento)
+            found = self._search_marker(claim, request, magento, limiter)
         except AttentionRequired:
             metrics.reconciliation("needs_attention")
             raise
@@ -246,10 +350,14 @@ class RefundService:
         return found
 
     def _search_marker(
-        self, claim: ClaimedRefund, request: RefundRequest, magento: MagentoAPI
+        self,
+        claim: ClaimedRefund,
+        request: RefundRequest,
+        magento: MagentoAPI,
+        limiter: CallLimiter,
     ) -> _Success | None:
         skew = timedelta(seconds=self.settings.reconcile_clock_skew_seconds)
-        self.limiter.acquire()
+        limiter.acquire()
         creditmemos = magento.search_creditmemos(
             order_id=request.order_id,
             created_from=claim.first_attempt_at - skew,
@@ -262,7 +370,7 @@ class RefundService:
         order_items = None
         if request.items is not None or request.creditmemo is not None:
             # Tells a configurable's or bundle's child rows from items nobody asked for.
-            self.limiter.acquire()
+            limiter.acquire()
             order = magento.get_order(request.order_id, store_code=request.store_code)
             order_items = order_items_by_id(order)
         match = reconcile.choose(request, matches, order_items)
@@ -296,16 +404,20 @@ class RefundService:
             )
 
     def _plan(
-        self, claim: ClaimedRefund, request: RefundRequest, magento: MagentoAPI
+        self,
+        claim: ClaimedRefund,
+        request: RefundRequest,
+        magento: MagentoAPI,
+        limiter: CallLimiter,
     ) -> RefundCall:
         store = request.store_code
         order: dict[str, Any] = {}
         invoices: list[dict[str, Any]] = []
         if request.chosen_service is not Service.CREDITMEMO:
-            self.limiter.acquire()
+            limiter.acquire()
             order = magento.get_order(request.order_id, store_code=store)
             if needs_invoices(request, order, self.extra_offline):
-                self.limiter.acquire()
+                limiter.acquire()
                 if request.invoice_id is not None:
                     invoices = [magento.get_invoice(request.invoice_id, store_code=store)]
                 else:

@@ -1,4 +1,5 @@
-"""Builds the per-process services (database, Magento client, limiter) from settings, once."""
+"""Builds the per-process services (database, one Magento client and limiter per shop) from
+settings, once."""
 
 from __future__ import annotations
 
@@ -9,29 +10,55 @@ import httpx
 import redis
 
 from refund_worker.db import Database
+from refund_worker.errors import ConfigurationError
 from refund_worker.magento import BearerAuth, MagentoClient, OAuth1Auth
 from refund_worker.magento.transport import LeanTransport
 from refund_worker.notifications import NotificationService
-from refund_worker.ratelimit import CallLimiter, NoLimit, RedisCallLimiter
-from refund_worker.refunds import RefundService
-from refund_worker.settings import Settings, get_settings
+from refund_worker.ratelimit import (
+    CallLimiter,
+    LocalGate,
+    NoLimit,
+    RedisCallLimiter,
+    RedisShopGate,
+    ShopGate,
+)
+from refund_worker.refunds import RefundService, Shop
+from refund_worker.settings import Settings, ShopSettings, get_settings
 from refund_worker.store import EmailStore, RefundStore
+from refund_worker.webhooks.delivery import DeliveryService
 
 
 def magento_auth(settings: Settings) -> httpx.Auth:
-    """Bearer or OAuth 1.0a credentials from settings."""
+    """Bearer or OAuth 1.0a credentials of the ``default`` shop (``MAGENTO_*``)."""
     settings.require_magento()
-    if settings.magento_token is not None:
-        return BearerAuth(settings.magento_token.get_secret_value())
-    assert settings.magento_oauth_consumer_key is not None
-    assert settings.magento_oauth_consumer_secret is not None
-    assert settings.magento_oauth_access_token is not None
-    assert settings.magento_oauth_access_token_secret is not None
+    shops = settings.shop_configs
+    return shop_auth(shops["default"] if "default" in shops else next(iter(shops.values())))
+
+
+def shop_auth(shop: ShopSettings) -> httpx.Auth:
+    """Bearer or OAuth 1.0a credentials of one shop."""
+    if shop.token is not None:
+        return BearerAuth(shop.token.get_secret_value())
+    assert shop.oauth_consumer_key is not None
+    assert shop.oauth_consumer_secret is not None
+    assert shop.oauth_access_token is not None
+    assert shop.oauth_access_token_secret is not None
     return OAuth1Auth(
-        settings.magento_oauth_consumer_key.get_secret_value(),
-        settings.magento_oauth_consumer_secret.get_secret_value(),
-        settings.magento_oauth_access_token.get_secret_value(),
-        settings.magento_oauth_access_token_secret.get_secret_value(),
+        shop.oauth_consumer_key.get_secret_value(),
+        shop.oauth_consumer_secret.get_secret_value(),
+        shop.oauth_access_token.get_secret_value(),
+        shop.oauth_access_token_secret.get_secret_value(),
+    )
+
+
+def shop_client(shop: ShopSettings) -> MagentoClient:
+    """One shop's client: its URL, credentials, default store code and timeout."""
+    return MagentoClient(
+        shop.url,
+        auth=shop_auth(shop),
+        store_code=shop.store_code,
+        timeout=shop.timeout,
+        transport=LeanTransport(),
     )
 
 
@@ -41,38 +68,50 @@ class Runtime:
 
     settings: Settings
     database: Database
+    #: The first shop's client and limiter (the ``default`` one in a single-shop deployment).
     client: MagentoClient
     limiter: CallLimiter
     refunds: RefundService
     notifications: NotificationService
+    webhooks: DeliveryService
+    #: Every configured shop by name, each with its own client, limiter and gate.
+    shops: dict[str, Shop]
 
     @classmethod
     def from_settings(cls, settings: Settings, *, limiter: CallLimiter | None = None) -> Runtime:
-        """Wire the services; one shared HTTP client (a kept-alive connection per thread, each
-        request sent in one write: see :mod:`refund_worker.magento.transport`); each attempt
-        records its calls through ``client.recording``."""
+        """Wire the services; one shared HTTP client per shop (a kept-alive connection per
+        thread, each request sent in one write: see :mod:`refund_worker.magento.transport`);
+        each attempt records its calls through ``client.recording``. ``limiter``: the one
+        limiter of every shop (tests)."""
         settings.require_magento()
         database = Database.from_url(
             settings.database_dsn, pool_size=database_pool_size(settings, _task_slots)
         )
-        client = MagentoClient(
-            str(settings.magento_url),
-            auth=magento_auth(settings),
-            store_code=settings.magento_store_code,
-            timeout=settings.magento_timeout,
-            transport=LeanTransport(),
-        )
-        if limiter is None:
-            limiter = _limiter_for(settings)
+        redis_client = _redis_for(settings)
+        shops: dict[str, Shop] = {}
+        for config in settings.shop_configs.values():
+            shops[config.name] = Shop(
+                config.name,
+                shop_client(config),
+                limiter if limiter is not None else _limiter_for(config, redis_client, settings),
+                _gate_for(config, redis_client),
+            )
+        first = next(iter(shops.values()))
+        client = first.magento
+        assert isinstance(client, MagentoClient)
         return cls(
             settings=settings,
             database=database,
             client=client,
-            limiter=limiter,
-            refunds=RefundService(RefundStore(database), client, settings, limiter=limiter),
-            notifications=NotificationService(
-                EmailStore(database), client, settings, limiter=limiter
+            limiter=first.limiter,
+            refunds=RefundService(
+                RefundStore(database), client, settings, limiter=first.limiter, shops=shops
             ),
+            notifications=NotificationService(
+                EmailStore(database), client, settings, limiter=first.limiter, shops=shops
+            ),
+            shops=shops,
+            webhooks=DeliveryService(database, settings),
         )
 
     def check_ready(self) -> None:
@@ -82,7 +121,10 @@ class Runtime:
 
     def close(self) -> None:
         """Release connections."""
-        self.client.close()
+        for shop in self.shops.values():
+            if isinstance(shop.magento, MagentoClient):
+                shop.magento.close()
+        self.webhooks.close()
         self.database.dispose()
 
 
@@ -97,14 +139,45 @@ def database_pool_size(settings: Settings, task_slots: int | None) -> int | None
     return None
 
 
-def _limiter_for(settings: Settings) -> CallLimiter:
-    if settings.magento_rate_limit <= 0 or not settings.broker_dsn.startswith("redis"):
-        return NoLimit()
+def _redis_for(settings: Settings) -> redis.Redis | None:
+    """The Redis the limiters and gates share: the broker's, or ``REDIS_URL`` beside another
+    broker; None when there is none (gates are then this process's own)."""
+    url = settings.limiter_redis_dsn
+    if url is None or settings.broker_kind == "memory":
+        return None
     # Short timeouts: the limiter fails open, and must not hold a refund up while Redis is away.
-    client = redis.Redis.from_url(settings.broker_dsn, socket_timeout=1, socket_connect_timeout=1)
-    return RedisCallLimiter(
-        client, instance=str(settings.magento_url), rate=settings.magento_rate_limit
-    )
+    client = redis.Redis.from_url(url, socket_timeout=1, socket_connect_timeout=1)
+    if settings.broker_kind != "redis":
+        # Beside RabbitMQ the Redis is a dependency of its own: refuse to start without it (a
+        # Redis broker is checked by the broker connection itself).
+        try:
+            client.ping()
+        except redis.RedisError as exc:
+            raise ConfigurationError(
+                f"cannot reach the Redis of REFUND_WORKER_REDIS_URL: {type(exc).__name__}"
+            ) from None
+    return client
+
+
+def _limiter_for(
+    shop: ShopSettings, client: redis.Redis | None, settings: Settings
+) -> CallLimiter:
+    """The shop's call limit, keyed in Redis by the shop's name."""
+    if shop.rate_limit <= 0 or settings.broker_kind == "memory":
+        return NoLimit()
+    if client is None:
+        raise ConfigurationError(
+            f"shop {shop.name!r} has a rate limit, which needs a Redis shared by every worker, "
+            "and the broker is not Redis: set REFUND_WORKER_REDIS_URL (or a rate limit of 0)"
+        )
+    return RedisCallLimiter(client, instance=shop.name, rate=shop.rate_limit)
+
+
+def _gate_for(shop: ShopSettings, client: redis.Redis | None) -> ShopGate:
+    """The shop's pause and cap on refunds in flight: shared in Redis, else this process's."""
+    if client is None:
+        return LocalGate(shop.max_in_flight)
+    return RedisShopGate(client, shop=shop.name, max_in_flight=shop.max_in_flight)
 
 
 _lock = threading.Lock()

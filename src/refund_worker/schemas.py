@@ -27,6 +27,8 @@ from pydantic import (
 )
 
 from refund_worker.markers import imitates_marker
+from refund_worker.settings import DEFAULT_SHOP as DEFAULT_SHOP  # re-exported
+from refund_worker.settings import MAX_SHOP_NAME, SHOP_NAME_PATTERN
 
 MAX_AMOUNT = Decimal("1000000000")
 MAX_QTY = Decimal("1000000")
@@ -118,6 +120,11 @@ IdempotencyKey = Annotated[
     str, StringConstraints(min_length=1, max_length=255, pattern=r"^[\x21-\x7e]+$")
 ]
 StoreCode = Annotated[str, StringConstraints(pattern=r"^[a-z0-9_]{1,32}$")]
+#: A configured shop's name (``Settings.shops``); which names exist is checked at intake.
+ShopName = Annotated[
+    str,
+    StringConstraints(max_length=MAX_SHOP_NAME, pattern=f"^{SHOP_NAME_PATTERN.pattern}$"),
+]
 
 
 def _no_marker_imitation(text: str) -> str:
@@ -210,6 +217,9 @@ class RefundRequest(_Frozen):
     """What an order system asks; unknown fields are refused, each rejection names its field."""
 
     idempotency_key: IdempotencyKey
+    #: The Magento installation (a configured shop); optional while exactly one is configured,
+    #: and stored resolved, so ``shop`` given or left out is one payload.
+    shop: ShopName | None = None
     order_id: EntityId
     invoice_id: EntityId | None = None
     store_code: StoreCode | None = None
@@ -262,9 +272,18 @@ class RefundRequest(_Frozen):
 
     @functools.cached_property
     def _canonical_json(self) -> str:  # computed once: hashed, then stored
-        return json.dumps(
-            self.model_dump(mode="json", exclude_none=True), sort_keys=True, separators=(",", ":")
-        )
+        document = self.model_dump(mode="json", exclude_none=True)
+        if document.get("shop") == DEFAULT_SHOP:
+            # The one shop of a single-shop deployment is left out: a key stored before there
+            # were shops, sent again, is the same payload (not a conflict).
+            del document["shop"]
+        return json.dumps(document, sort_keys=True, separators=(",", ":"))
+
+    def in_shop(self, shop: str) -> RefundRequest:
+        """This request naming ``shop`` (a configured shop's name, checked by the caller)."""
+        copied = self.model_copy(update={"shop": shop})
+        copied.__dict__.pop("_canonical_json", None)  # the copy's JSON names its shop
+        return copied
 
     def payload_hash(self) -> str:
         """SHA-256 of the canonical JSON: the same key with another hash is a conflict."""
@@ -307,6 +326,7 @@ class RefundSummary(_Frozen):
     id: str
     tenant: str
     idempotency_key: str
+    shop: str = DEFAULT_SHOP
     order_id: int
     invoice_id: int | None
     status: RefundStatus

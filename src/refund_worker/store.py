@@ -51,6 +51,7 @@ from sqlalchemy.exc import IntegrityError
 from refund_worker.db import Database, rowcount
 from refund_worker.magento import CallRecord
 from refund_worker.models import MagentoCall, OrderLock, Refund, RefundEvent, utcnow
+from refund_worker.outbox import OUTBOX_INSERT, EventType, event_params, outbox_insert
 from refund_worker.schemas import (
     SETTLED_STATUSES,
     ErrorKind,
@@ -97,6 +98,7 @@ class OrderBusy:
     """Another refund of the same order holds its lock: nothing was claimed."""
 
     order_id: int
+    shop: str = "default"
 
 
 @dataclass
@@ -114,9 +116,13 @@ class ClaimedRefund:
     first_attempt_at: datetime
     claimed_at: datetime
     last_error: str | None
+    #: The shop the row names: the only Magento this attempt may call.
+    shop: str = "default"
     #: The Magento service this attempt chose, once routing has run (kept on every outcome).
     service: str | None = None
     calls: list[CallRecord] = field(default_factory=list)
+    #: Webhook deliveries the recorded outcome wrote to the outbox (to publish after commit).
+    webhooks: list[int] = field(default_factory=list)
 
 
 @dataclass
@@ -130,7 +136,11 @@ class ClaimedEmail:
     version: int
     last_error: str | None
     claimed_at: datetime
+    #: The shop the row names: the only Magento this email may be sent through.
+    shop: str = "default"
     calls: list[CallRecord] = field(default_factory=list)
+    #: Webhook deliveries the recorded outcome wrote to the outbox (to publish after commit).
+    webhooks: list[int] = field(default_factory=list)
 
 
 class Renewal(Enum):
@@ -158,6 +168,7 @@ _P_NOW = _param("p_now", _refunds.c.updated_at)
 _P_UNTIL = _param("p_until", _refunds.c.lease_expires_at)
 _P_SERVICE = _param("p_service", _refunds.c.service)
 _P_ORDER_ID = _param("p_order_id", _order_locks.c.order_id)
+_P_SHOP = _param("p_shop", _order_locks.c.shop)
 
 _THIS_REFUND = _refunds.c.id == _P_REFUND_ID
 _HELD = and_(_THIS_REFUND, _refunds.c.lease_token == _P_TOKEN)
@@ -195,6 +206,7 @@ _CLAIM = (
         updated_at=_P_NOW,
     )
     .returning(
+        _refunds.c.shop,
         _refunds.c.order_id,
         _refunds.c.request_json,
         _refunds.c.marker_token,
@@ -217,10 +229,10 @@ def _order_lock_upsert(
     """Insert the order's lock, or take it if it is already this refund's or has expired;
     RETURNING gives a row exactly when the lock is now ours."""
     statement = insert_fn(_order_locks).values(
-        order_id=_P_ORDER_ID, refund_id=_P_REFUND_ID, expires_at=_P_UNTIL
+        shop=_P_SHOP, order_id=_P_ORDER_ID, refund_id=_P_REFUND_ID, expires_at=_P_UNTIL
     )
     return statement.on_conflict_do_update(
-        index_elements=[_order_locks.c.order_id],
+        index_elements=[_order_locks.c.shop, _order_locks.c.order_id],
         set_={
             "refund_id": statement.excluded.refund_id,
             "expires_at": statement.excluded.expires_at,
@@ -234,7 +246,9 @@ _TAKE_ORDER_LOCK = {
     "sqlite": _order_lock_upsert(sqlite.insert),
 }
 _THIS_ORDER_LOCK = and_(
-    _order_locks.c.order_id == _P_ORDER_ID, _order_locks.c.refund_id == _P_REFUND_ID
+    _order_locks.c.shop == _P_SHOP,
+    _order_locks.c.order_id == _P_ORDER_ID,
+    _order_locks.c.refund_id == _P_REFUND_ID,
 )
 _RENEW_ORDER_LOCK = update(_order_locks).where(_THIS_ORDER_LOCK).values(expires_at=_P_UNTIL)
 _RELEASE_ORDER_LOCK = delete(_order_locks).where(_THIS_ORDER_LOCK)
@@ -322,7 +336,26 @@ _INSERT_EVENT = insert(_refund_events).values(
 #: The audit rows of an attempt's calls (executemany: one dict of columns per call).
 _INSERT_CALLS = insert(_magento_calls)
 _CREDITMEMO_OWNER = select(_refunds.c.id).where(
-    _refunds.c.creditmemo_id == _param("p_creditmemo_id", _refunds.c.creditmemo_id)
+    _refunds.c.shop == _param("p_shop", _refunds.c.shop),
+    _refunds.c.creditmemo_id == _param("p_creditmemo_id", _refunds.c.creditmemo_id),
+)
+#: Gives a claim back untouched (no call was made): the attempt is not counted, the row is due
+#: again at ``p_next_attempt_at``, and its doubt is kept (``p_in_doubt``, what the claim read).
+_RECORD_DEFERRAL = (
+    update(_refunds)
+    .where(_HELD, _NOT_SUCCEEDED, _refunds.c.status == _PROCESSING)
+    .values(
+        status=RefundStatus.RETRYING.value,
+        attempts=_refunds.c.attempts - 1,
+        lease_token=None,
+        lease_expires_at=None,
+        in_doubt=_param("p_in_doubt", _refunds.c.in_doubt),
+        next_attempt_at=_param("p_next_attempt_at", _refunds.c.next_attempt_at),
+        published_at=_P_NOW,
+        last_error=func.coalesce(_param("p_error", _refunds.c.last_error), _refunds.c.last_error),
+        version=_NEXT_VERSION,
+        updated_at=_P_NOW,
+    )
 )
 
 # -- PostgreSQL: a state change and what goes with it in one statement -------------------------
@@ -377,12 +410,12 @@ def _pg_claim() -> Any:
     ours (when not, the caller rolls the claim back)."""
     claimed = _CLAIM.cte("claimed")
     statement = postgresql.insert(_order_locks).from_select(
-        ["order_id", "refund_id", "expires_at"],
-        select(claimed.c.order_id, _P_REFUND_ID, _P_UNTIL),
+        ["shop", "order_id", "refund_id", "expires_at"],
+        select(claimed.c.shop, claimed.c.order_id, _P_REFUND_ID, _P_UNTIL),
     )
     locked = (
         statement.on_conflict_do_update(
-            index_elements=[_order_locks.c.order_id],
+            index_elements=[_order_locks.c.shop, _order_locks.c.order_id],
             set_={
                 "refund_id": statement.excluded.refund_id,
                 "expires_at": statement.excluded.expires_at,
@@ -402,26 +435,52 @@ def _pg_success() -> Any:
     """A success while this attempt holds the lease, the order lock released and the audit
     rows written, in one statement; it counts the rows it recorded (0: the portable path
     decides)."""
-    recorded = _RECORD_SUCCESS.returning(_refunds.c.id).cte("recorded")
+    recorded = _RECORD_SUCCESS.returning(_refunds.c.id, _refunds.c.tenant).cte("recorded")
     released = (
         _RELEASE_ORDER_LOCK.where(exists(select(recorded.c.id)))
         .returning(_order_locks.c.order_id)
         .cte("released")
     )
     audited = _audit_insert(only_if=recorded).returning(_magento_calls.c.id).cte("audited")
-    return select(func.count()).select_from(recorded).add_cte(released, audited)
+    return _counted(recorded, EventType.SUCCEEDED, released, audited)
 
 
-def _pg_email_record(statement: Any) -> Any:
+def _counted(recorded: Any, event_type: EventType | None, *ctes: Any) -> Any:
+    """``SELECT`` the rows ``recorded`` changed (``recorded``) and the ids of the webhook
+    deliveries its ``event_type`` wrote to the outbox (``webhooks``: an array, NULL if none)."""
+    count = select(func.count()).select_from(recorded).scalar_subquery().label("recorded")
+    if event_type is None:
+        return select(count).add_cte(*ctes)
+    outboxed = outbox_insert(event_type, recorded).cte("outboxed")
+    webhooks = select(func.array_agg(outboxed.c.id)).scalar_subquery().label("webhooks")
+    return select(count, webhooks).add_cte(*ctes, outboxed)
+
+
+def _pg_outcome(statement: Any, event_type: EventType) -> Any:
+    """A failure or needs-attention outcome and its outbox rows in one statement: the first
+    statement of the portable path, which runs the rest (``_record``)."""
+    recorded = statement.returning(_refunds.c.id, _refunds.c.tenant).cte("recorded")
+    return _counted(recorded, event_type)
+
+
+def _pg_email_record(statement: Any, event_type: EventType | None = None) -> Any:
     """The email's outcome and its audit rows in one statement (the rows whether or not the
-    outcome was written, as on the portable path); it counts the outcomes written."""
-    recorded = statement.returning(_refunds.c.id).cte("recorded")
+    outcome was written, as on the portable path); it counts the outcomes written, and writes
+    ``event_type``'s outbox rows when one was."""
+    recorded = statement.returning(_refunds.c.id, _refunds.c.tenant).cte("recorded")
     audited = _audit_insert().returning(_magento_calls.c.id).cte("audited")
-    return select(func.count()).select_from(recorded).add_cte(audited)
+    return _counted(recorded, event_type, audited)
 
 
 _PG_CLAIM = _pg_claim()
 _PG_SUCCESS = _pg_success()
+_PG_RECORD_FAILURE = _pg_outcome(_RECORD_FAILURE, EventType.FAILED)
+_PG_RECORD_ATTENTION = _pg_outcome(_RECORD_ATTENTION, EventType.NEEDS_ATTENTION)
+#: An outcome's first statement and its outbox rows, in one statement on PostgreSQL.
+_PG_OUTCOMES = {
+    EventType.FAILED: _PG_RECORD_FAILURE,
+    EventType.NEEDS_ATTENTION: _PG_RECORD_ATTENTION,
+}
 
 
 class RefundStore:
@@ -453,15 +512,16 @@ class RefundStore:
             else:
                 claimed = connection.execute(_CLAIM, params).first()
                 locked = claimed is not None and take_order_lock(
-                    connection, claimed.order_id, refund_id, now, lease_until
+                    connection, claimed.order_id, refund_id, now, lease_until, shop=claimed.shop
                 )
             if claimed is None:
                 return self._why_not(connection, refund_id, now, due_by)
             if not locked:
                 connection.rollback()  # no attempt spent
-                return OrderBusy(claimed.order_id)
+                return OrderBusy(claimed.order_id, claimed.shop)
         return ClaimedRefund(
             refund_id=refund_id,
+            shop=claimed.shop,
             order_id=claimed.order_id,
             request_json=claimed.request_json,
             marker_token=claimed.marker_token,
@@ -493,6 +553,7 @@ class RefundStore:
         params = {
             "p_refund_id": claim.refund_id,
             "p_token": claim.token,
+            "p_shop": claim.shop,
             "p_order_id": claim.order_id,
             "p_until": until,
             "p_now": now,
@@ -520,17 +581,31 @@ class RefundStore:
         params = {
             "p_refund_id": claim.refund_id,
             "p_token": claim.token,
+            "p_shop": claim.shop,
             "p_order_id": claim.order_id,
             "p_creditmemo_id": creditmemo_id,
             "p_outcome": outcome,
             "p_service": None if reconciled else claim.service,
             "p_now": now,
         }
+        params.update(
+            event_params(
+                {
+                    "status": RefundStatus.SUCCEEDED.value,
+                    "creditmemo_id": creditmemo_id,
+                    "outcome": outcome,
+                    "service": claim.service,
+                    "reconciled": reconciled,
+                }
+            )
+        )
         try:
             if self._postgres and not reconciled:
                 with self.database.statement_scope() as connection:
                     audit = _audit_arrays(claim.refund_id, claim.attempt, claim.calls)
-                    if connection.execute(_PG_SUCCESS, {**params, **audit}).scalar() == 1:
+                    row = connection.execute(_PG_SUCCESS, {**params, **audit}).one()
+                    if row.recorded == 1:
+                        claim.webhooks = list(row.webhooks or ())
                         return True
             with self.database.connection_scope() as connection:
                 recorded = held = rowcount(connection.execute(_RECORD_SUCCESS, params)) == 1
@@ -541,8 +616,13 @@ class RefundStore:
                 self._finish(connection, claim, release_lock=held)
                 if recorded and reconciled:
                     self._event(connection, claim.refund_id, "reconciled", outcome)
+                webhooks = (
+                    _outbox(connection, EventType.SUCCEEDED, params) if recorded else []
+                )
         except IntegrityError:
-            raise CreditmemoTaken(creditmemo_id, self.creditmemo_owner(creditmemo_id)) from None
+            owner = self.creditmemo_owner(creditmemo_id, shop=claim.shop)
+            raise CreditmemoTaken(creditmemo_id, owner) from None
+        claim.webhooks = webhooks
         return recorded
 
     def record_retry(
@@ -591,7 +671,17 @@ class RefundStore:
                 "p_http_status": http_status,
                 "p_in_doubt": in_doubt,
                 "p_now": now,
+                **event_params(
+                    {
+                        "status": RefundStatus.FAILED.value,
+                        "error": error,
+                        "error_kind": kind.value,
+                        "http_status": http_status,
+                        "service": claim.service,
+                    }
+                ),
             },
+            event_type=EventType.FAILED,
         )
 
     def record_attention(self, claim: ClaimedRefund, *, reason: str, now: datetime) -> bool:
@@ -607,15 +697,45 @@ class RefundStore:
                 "p_in_doubt": True,
                 "p_attention": reason,
                 "p_now": now,
+                **event_params(
+                    {
+                        "status": RefundStatus.NEEDS_ATTENTION.value,
+                        "reason": reason,
+                        "service": claim.service,
+                    }
+                ),
             },
             event=("needs_attention", reason),
+            event_type=EventType.NEEDS_ATTENTION,
         )
 
-    def creditmemo_owner(self, creditmemo_id: int) -> str | None:
-        """The refund that records ``creditmemo_id``, if any."""
+    def record_deferral(
+        self, claim: ClaimedRefund, *, next_attempt_at: datetime, reason: str | None, now: datetime
+    ) -> bool:
+        """Give the claim back without having called Magento (its shop is paused, full or not
+        configured here): not counted as an attempt, due again at ``next_attempt_at``, its doubt
+        kept. False if the lease was lost meanwhile (the next owner decides)."""
+        params = {
+            "p_refund_id": claim.refund_id,
+            "p_token": claim.token,
+            "p_shop": claim.shop,
+            "p_order_id": claim.order_id,
+            "p_in_doubt": claim.was_in_doubt,
+            "p_next_attempt_at": next_attempt_at,
+            "p_error": reason,
+            "p_now": now,
+        }
+        with self.database.connection_scope() as connection:
+            held = rowcount(connection.execute(_RECORD_DEFERRAL, params)) == 1
+            if held:
+                connection.execute(_RELEASE_ORDER_LOCK, params)
+        return held
+
+    def creditmemo_owner(self, creditmemo_id: int, *, shop: str = "default") -> str | None:
+        """The refund of ``shop`` that records ``creditmemo_id``, if any."""
         with self.database.connection_scope() as connection:
             owner = connection.execute(
-                _CREDITMEMO_OWNER, {"p_creditmemo_id": creditmemo_id}
+                _CREDITMEMO_OWNER, {"p_creditmemo_id": creditmemo_id, "p_shop": shop}
             ).scalar()
         return str(owner) if owner is not None else None
 
@@ -626,23 +746,35 @@ class RefundStore:
         values: dict[str, Any],
         *,
         event: tuple[str, str] | None = None,
+        event_type: EventType | None = None,
     ) -> bool:
         """Write an outcome while this attempt holds the lease. When it no longer does, the
         refund either succeeded meanwhile (the lease is let go: True) or was taken over (the
-        next owner decides: False). Audit rows are written either way."""
+        next owner decides: False). Audit rows are written either way; ``event_type``'s
+        webhook deliveries only with the outcome."""
         params = {
             **values,
             "p_refund_id": claim.refund_id,
             "p_token": claim.token,
+            "p_shop": claim.shop,
             "p_order_id": claim.order_id,
             "p_service": claim.service,
         }
+        webhooks: list[int] = []
         with self.database.connection_scope() as connection:
-            written = rowcount(connection.execute(statement, params)) == 1
+            if self._postgres and event_type is not None:  # the outcome and its outbox rows
+                row = connection.execute(_PG_OUTCOMES[event_type], params).one()
+                written = row.recorded == 1
+                webhooks = list(row.webhooks or ())
+            else:
+                written = rowcount(connection.execute(statement, params)) == 1
+                if written and event_type is not None:
+                    webhooks = _outbox(connection, event_type, params)
             held = written or rowcount(connection.execute(_RELEASE_LEASE, params)) == 1
             self._finish(connection, claim, release_lock=held)
             if written and event is not None:
                 self._event(connection, claim.refund_id, *event)
+        claim.webhooks = webhooks
         return held
 
     @staticmethod
@@ -652,7 +784,11 @@ class RefundStore:
         if release_lock:
             connection.execute(
                 _RELEASE_ORDER_LOCK,
-                {"p_order_id": claim.order_id, "p_refund_id": claim.refund_id},
+                {
+                    "p_shop": claim.shop,
+                    "p_order_id": claim.order_id,
+                    "p_refund_id": claim.refund_id,
+                },
             )
 
     @staticmethod
@@ -662,12 +798,31 @@ class RefundStore:
         )
 
 
+def _outbox(connection: Connection, event_type: EventType, params: dict[str, Any]) -> list[int]:
+    """Write ``event_type``'s deliveries to the outbox in ``connection``'s transaction (the
+    portable path; PostgreSQL's one-statement paths carry it in a CTE); their ids."""
+    return list(connection.execute(OUTBOX_INSERT[event_type], params).scalars())
+
+
 def take_order_lock(
-    connection: Connection, order_id: int, refund_id: str, now: datetime, until: datetime
+    connection: Connection,
+    order_id: int,
+    refund_id: str,
+    now: datetime,
+    until: datetime,
+    *,
+    shop: str = "default",
 ) -> bool:
-    """Take (or take over, once expired) the order's lock for this refund, in ``connection``'s
-    transaction: one upsert, whose RETURNING gives a row exactly when the lock is now ours."""
-    params = {"p_order_id": order_id, "p_refund_id": refund_id, "p_until": until, "p_now": now}
+    """Take (or take over, once expired) the lock of ``shop``'s order for this refund, in
+    ``connection``'s transaction: one upsert, whose RETURNING gives a row exactly when the lock
+    is now ours."""
+    params = {
+        "p_shop": shop,
+        "p_order_id": order_id,
+        "p_refund_id": refund_id,
+        "p_until": until,
+        "p_now": now,
+    }
     upsert = _TAKE_ORDER_LOCK[connection.dialect.name]
     return connection.execute(upsert, params).first() is not None
 
@@ -739,6 +894,7 @@ _EMAIL_CLAIM = (
         notification_version=_email_version + 1,
     )
     .returning(
+        _refunds.c.shop,
         _refunds.c.creditmemo_id,
         _refunds.c.request_json,
         _email_version,
@@ -770,6 +926,7 @@ _EMAIL_RECORD_RETRY = _EMAIL_RECORD.values(
     notification_published_at=_P_NOW,
 )
 _PG_EMAIL_RECORD = _pg_email_record(_EMAIL_RECORD)
+_PG_EMAIL_RECORD_SENT = _pg_email_record(_EMAIL_RECORD, EventType.NOTIFICATION_SENT)
 _PG_EMAIL_RECORD_RETRY = _pg_email_record(_EMAIL_RECORD_RETRY)
 
 
@@ -793,6 +950,7 @@ class EmailStore:
                 return self._why_not(connection, refund_id, now, due_by)
         return ClaimedEmail(
             refund_id=refund_id,
+            shop=row.shop,
             creditmemo_id=row.creditmemo_id,
             request_json=row.request_json,
             attempt=row.notification_attempts,
@@ -851,14 +1009,30 @@ class EmailStore:
             "p_now": now or utcnow(),
         }
         statement, one_statement = _EMAIL_RECORD, _PG_EMAIL_RECORD
+        sent = status is NotificationStatus.SENT
+        if sent:
+            one_statement = _PG_EMAIL_RECORD_SENT
+            params.update(
+                event_params(
+                    {
+                        "status": RefundStatus.SUCCEEDED.value,
+                        "notification_status": status.value,
+                        "creditmemo_id": claim.creditmemo_id,
+                    }
+                )
+            )
         if next_at is not None:
             statement, one_statement = _EMAIL_RECORD_RETRY, _PG_EMAIL_RECORD_RETRY
             params["p_next_at"] = next_at
         if self._postgres:
             audit = _audit_arrays(claim.refund_id, claim.attempt, claim.calls)
             with self.database.statement_scope() as connection:
-                return connection.execute(one_statement, {**params, **audit}).scalar() == 1
+                row = connection.execute(one_statement, {**params, **audit}).one()
+            claim.webhooks = list(getattr(row, "webhooks", None) or ())
+            return bool(row.recorded == 1)
         with self.database.connection_scope() as connection:
             recorded = rowcount(connection.execute(statement, params)) == 1
             insert_calls(connection, claim.refund_id, claim.attempt, claim.calls)
+            if recorded and sent:
+                claim.webhooks = _outbox(connection, EventType.NOTIFICATION_SENT, params)
         return recorded

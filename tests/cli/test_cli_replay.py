@@ -122,6 +122,32 @@ def test_dry_run_lists_what_would_run_and_changes_nothing(cli_run: Cli) -> None:
     assert cli_run.publisher.refunds == []
 
 
+def test_a_large_dry_run_shows_the_oldest_and_counts_every_one_by_error(
+    cli_run: Cli, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(cli_replay, "SHOWN_CANDIDATES", 2)
+    monkeypatch.setattr(cli_replay, "SHOWN_ERRORS", 1)
+    now = utcnow()
+    ids = [
+        cli_run.add(f"k{n}", status="failed", last_error="on hold" if n < 3 else f"error {n}",
+                    created_at=now - timedelta(hours=10 - n))
+        for n in range(5)
+    ]
+
+    result = cli_run("replay", "--status", "failed", "--dry-run")
+
+    assert result.exit_code == 0
+    assert [i for i in ids if i in result.stdout] == ids[:2]  # the oldest two
+    assert "the oldest 2" in result.stdout
+    assert "all 5 refunds, by error" in result.stdout
+    assert "│ 3       │ on hold" in result.stdout
+    assert "(2 other errors)" in result.stdout
+    assert "dry run: 5 refunds would be replayed" in result.stderr
+    document = cli_run.json("replay", "--status", "failed", "--dry-run")
+    assert [c["refund_id"] for c in document["would_replay"]] == ids  # all, oldest first
+    assert document["would_replay"][0]["error"] == "on hold"
+
+
 def test_dry_run_by_id_exits_1_when_something_would_be_refused(cli_run: Cli) -> None:
     done = cli_run.add("done", status="succeeded", creditmemo_id=3)
     result = cli_run("replay", done, "--dry-run")

@@ -1,5 +1,5 @@
 """End-to-end fixtures: the simulator on a real socket, real `refund-worker worker` processes on
-the machine's Redis, and SQLite or PostgreSQL. Nothing here runs in eager mode."""
+the machine's Redis or RabbitMQ, and SQLite or PostgreSQL. Nothing here runs in eager mode."""
 
 from __future__ import annotations
 
@@ -64,7 +64,7 @@ class Stack:
     def enqueue(self, *payloads: dict[str, Any]) -> list[RefundReceipt]:
         results = enqueue_refunds(
             [validate_request(p) for p in payloads], database=self.database,
-            publisher=self.publisher(),
+            publisher=self.publisher(), shops=self.settings.intake_shops,
         )
         receipts = []
         for result in results:
@@ -134,13 +134,13 @@ class Stack:
                 process.wait()
 
 
-def make_stack(database_url: str, redis_url: str, tmp_path: Path,
+def make_stack(database_url: str, broker_url: str, tmp_path: Path,
                state: SimulatorState) -> Iterator[Stack]:
     with running_simulator(state) as simulator:
         env = {
             **{k: v for k, v in os.environ.items() if not k.startswith("REFUND_WORKER_")},
             **FAST,
-            "REFUND_WORKER_BROKER_URL": redis_url,
+            "REFUND_WORKER_BROKER_URL": broker_url,
             "REFUND_WORKER_DATABASE_URL": database_url,
             "REFUND_WORKER_MAGENTO_URL": simulator.url,
             "REFUND_WORKER_MAGENTO_TOKEN": SIM_TOKEN,
@@ -181,11 +181,20 @@ def sim_state() -> SimulatorState:
     return SimulatorState(tokens={SIM_TOKEN: None})
 
 
-@pytest.fixture
-def stack(database_url: str, redis_url: str, tmp_path: Path,
+#: Database and broker of each run of a ``stack`` test: both databases on Redis, and RabbitMQ
+#: with PostgreSQL (its production pairing).
+STACKS = ["sqlite+redis", "postgresql+redis", "postgresql+amqp"]
+
+
+@pytest.fixture(params=STACKS)
+def stack(request: pytest.FixtureRequest, tmp_path: Path,
           sim_state: SimulatorState) -> Iterator[Stack]:
-    """The whole pipeline on SQLite and on PostgreSQL (no worker started yet)."""
-    yield from make_stack(database_url, redis_url, tmp_path, sim_state)
+    """The whole pipeline on SQLite and PostgreSQL, on Redis and RabbitMQ (no worker started
+    yet)."""
+    database, broker = request.param.split("+")
+    database_url = request.getfixturevalue("sqlite_url" if database == "sqlite" else "pg_url")
+    broker_url = request.getfixturevalue(f"{broker}_url")
+    yield from make_stack(database_url, broker_url, tmp_path, sim_state)
 
 
 @pytest.fixture

@@ -1,8 +1,9 @@
 """The fault run, small: ~150 refunds through two real workers and beat on a PRIVATE redis-server
 and PostgreSQL while workers are SIGKILLed, Redis restarts empty, Magento commits then fails, 503
-and 429 bursts hit, every message is published twice and the database connections are cut.
-Nothing may be lost, refunded twice, over-refunded or emailed twice
-(``refund_worker.testing.faults``)."""
+and 429 bursts hit, every message is published twice, the database connections are cut and
+the webhook receiver fails a share of deliveries and goes down. Nothing may be lost, refunded
+twice, over-refunded or emailed twice, and every webhook event must arrive, each copy with the
+same id and body (``refund_worker.testing.faults``)."""
 
 from __future__ import annotations
 
@@ -70,5 +71,10 @@ def test_nothing_is_lost_or_doubled_under_fire(pg_server: str, tmp_path: Path) -
     events = {event["event"] for event in chaos["timeline"]}
     assert {"503 burst starts", "429 burst starts", "database break starts",
             "redis back (empty)", "re-published every refund id"} <= events
+    # Every refund's outcome reached the webhook receiver (down for a while, 500 to a share).
+    assert figures["webhook_events"] >= figures["accepted"]
+    assert figures["webhook_events_lost"] == 0
+    assert figures["webhook_answers"].get("500", 0) > 0
+    assert "webhook receiver down" in events
     # Every message twice (a batch cut short by the Redis restart is published by the sweeper).
     assert chaos["messages_published_by_intake"] >= 1.5 * figures["accepted"]

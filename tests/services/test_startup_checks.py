@@ -41,3 +41,55 @@ def test_the_worker_refuses_to_start_when_celery_was_configured_otherwise(option
     app.conf[option] = {}
     with pytest.raises(RuntimeError, match="is None"):
         check_visibility_timeout(app, settings)
+
+
+AMQP = "amqp://guest:pw-in-url@rabbit.example:5672/refunds"
+
+
+def test_on_rabbitmq_the_consumer_timeout_must_cover_countdown_plus_lease() -> None:
+    """RabbitMQ closes the channel of a consumer holding a message longer than its consumer
+    timeout: the same bound as Redis's visibility timeout, named by its own setting."""
+    with pytest.raises(ConfigurationError, match="REFUND_WORKER_CONSUMER_TIMEOUT") as caught:
+        load_settings(broker_url=AMQP, retry_backoff_max=300, lease_seconds=120,
+                      consumer_timeout=420, _env_file=None)
+    assert "pw-in-url" not in str(caught.value)
+    settings = load_settings(broker_url=AMQP, retry_backoff_max=300, lease_seconds=120,
+                             consumer_timeout=421, _env_file=None)
+    check_visibility_timeout(create_app(settings), settings)  # RabbitMQ: the consumer timeout
+    # On Redis the consumer timeout means nothing and is not checked.
+    assert load_settings(retry_backoff_max=300, lease_seconds=120, consumer_timeout=1,
+                         _env_file=None).consumer_timeout == 1
+
+
+def test_rabbitmq_gets_quorum_queues_confirmed_publishes_and_per_consumer_prefetch() -> None:
+    settings = load_settings(broker_url=AMQP, _env_file=None)
+    conf = create_app(settings).conf
+    queues = {queue.name: queue for queue in conf.task_queues}
+    assert set(queues) == {"refunds", "refunds.notify", "refunds.sweep"}
+    for name, queue in queues.items():
+        assert queue.queue_arguments == {"x-queue-type": "quorum"}
+        assert queue.durable
+        assert queue.exchange.type == "topic"  # native delayed delivery needs it
+        assert queue.routing_key == name
+    assert conf.broker_transport_options == {"confirm_publish": True}
+    assert conf.worker_detect_quorum_queues is True
+    assert conf.task_acks_late is True
+    # Redis keeps its own configuration.
+    redis_conf = create_app(load_settings(_env_file=None)).conf
+    assert not redis_conf.task_queues
+    assert "visibility_timeout" in redis_conf.broker_transport_options
+
+
+def test_beside_rabbitmq_a_rate_limit_needs_a_redis_of_its_own() -> None:
+    from refund_worker.runtime import Runtime
+
+    base = {"broker_url": AMQP, "magento_url": "http://shop", "magento_token": "tok-real",
+            "database_url": "sqlite://", "_env_file": None}
+    with pytest.raises(ConfigurationError, match="REFUND_WORKER_REDIS_URL"):
+        Runtime.from_settings(load_settings(**base))
+    with pytest.raises(ConfigurationError, match="cannot reach the Redis of REFUND_WORKER_REDIS"):
+        Runtime.from_settings(load_settings(**base, redis_url="redis://127.0.0.1:1/0"))
+    runtime = Runtime.from_settings(load_settings(**base, magento_rate_limit=0))
+    runtime.close()
+    with pytest.raises(ConfigurationError, match="REFUND_WORKER_REDIS_URL: not a Redis URL"):
+        load_settings(**base, redis_url=AMQP)

@@ -51,7 +51,7 @@ def test_a_database_failure_retries_the_message(
     failing = Failing(error)
     set_runtime(SimpleNamespace(  # type: ignore[arg-type]
         refunds=failing, notifications=failing,
-        settings=SimpleNamespace(in_doubt_grace_seconds=7.0),
+        settings=SimpleNamespace(in_doubt_grace_seconds=7.0, broker_kind="redis"),
     ))
     try:
         with pytest.raises(Retried):
@@ -63,3 +63,15 @@ def test_a_database_failure_retries_the_message(
     shown = retried["exc"]
     assert isinstance(shown, DatabaseUnavailable)
     assert "SELECT" not in str(shown)
+
+
+def test_countdowns_are_whole_seconds_on_rabbitmq() -> None:
+    """Celery's native delayed delivery (RabbitMQ quorum queues) counts whole seconds and
+    refuses less than one: a countdown is rounded up there, kept as it is on Redis."""
+    from refund_worker.celery_app import countdown
+
+    rabbit, redis = SimpleNamespace(broker_kind="amqp"), SimpleNamespace(broker_kind="redis")
+    assert countdown(rabbit, 0.2) == 1.0  # type: ignore[arg-type]
+    assert countdown(rabbit, 2.5) == 3.0  # type: ignore[arg-type]
+    assert countdown(rabbit, 0) == 0  # type: ignore[arg-type]
+    assert countdown(redis, 0.2) == 0.2  # type: ignore[arg-type]

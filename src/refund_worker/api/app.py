@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -58,7 +58,7 @@ from refund_worker.api.schemas import (
     ReplayRequest,
 )
 from refund_worker.db import Database
-from refund_worker.errors import BrokerUnavailable, IdempotencyConflict
+from refund_worker.errors import BrokerUnavailable, IdempotencyConflict, InvalidRefund
 from refund_worker.exporter import StateCollector, state_registry, token_matches
 from refund_worker.intake import IntakeRejection
 from refund_worker.publishing import GuardedPublisher, Publisher
@@ -96,6 +96,8 @@ class ApiContext:
     broker_check: Check | None
     metrics: CollectorRegistry
     metrics_token: str | None
+    #: The shops a key's requests may name (settings.shops_for).
+    shops_for: Callable[[ApiKey], list[str]]
 
 
 def _context(request: Request) -> ApiContext:
@@ -209,6 +211,15 @@ def _refund_request(document: Any, header_key: str | None) -> RefundRequest:
     return request
 
 
+def _in_shop(request: RefundRequest, shops: list[str]) -> RefundRequest:
+    """The request naming one of the shops its key may use (its own, or the only one); 422
+    naming ``shop`` otherwise."""
+    try:
+        return intake.resolve_shop(request, shops)
+    except InvalidRefund as exc:
+        raise ApiError.one(422, str(exc).removeprefix("shop: "), field="shop") from None
+
+
 def _conflict(exc: IdempotencyConflict) -> FieldError:
     return FieldError(field="idempotency_key", message=str(exc).removeprefix("idempotency_key: "))
 
@@ -254,6 +265,7 @@ async def create_refund(
         request = await run_in_threadpool(
             lambda: _refund_request(parse_json(body), idempotency_key)
         )
+    request = _in_shop(request, api.shops_for(holder))
     receipt = await asyncio.wrap_future(
         api.intake.submit(request, tenant=holder.tenant_name, created_by=holder.name)
     )
@@ -296,11 +308,12 @@ def _accept_batch(api: ApiContext, holder: ApiKey, body: bytes) -> JSONResponse:
         )
     results: list[BatchItemResult | None] = [None] * len(document)
     valid: list[tuple[int, RefundRequest]] = []
+    shops = api.shops_for(holder)
     for index, item in enumerate(document):
         try:
             if not isinstance(item, dict):
                 raise ApiError.one(422, "must be a JSON object: one refund request")
-            valid.append((index, _refund_request(item, None)))
+            valid.append((index, _in_shop(_refund_request(item, None), shops)))
         except ApiError as exc:
             results[index] = BatchItemResult(index=index, result="invalid", errors=exc.errors)
     outcomes = (
@@ -310,6 +323,7 @@ def _accept_batch(api: ApiContext, holder: ApiKey, body: bytes) -> JSONResponse:
             publisher=api.publisher,
             tenant=holder.tenant_name,
             created_by=holder.name,
+            shops=shops,
         )
         if valid
         else []
@@ -383,6 +397,15 @@ def list_refunds(
             description="Operators only: one tenant's refunds (producers always see their own)",
         ),
     ] = None,
+    shop: Annotated[
+        str | None,
+        Query(
+            min_length=1,
+            max_length=32,
+            pattern=r"^[a-z0-9]+(?:[_-][a-z0-9]+)*$",
+            description="Only this shop's refunds",
+        ),
+    ] = None,
     order_id: Annotated[int | None, Query(ge=1, le=MAX_ENTITY_ID)] = None,
     since: Annotated[
         datetime | None,
@@ -403,6 +426,7 @@ def list_refunds(
         status=status.value if status else None,
         keys=(idempotency_key,) if idempotency_key else (),
         tenant=scope or tenant,
+        shop=shop,
         order_id=order_id,
         since=since,
         limit=limit,
@@ -591,7 +615,7 @@ def create_app(
     """
     default_check = default_broker_check(settings.broker_dsn) if broker_check is None else None
     guarded = GuardedPublisher(publisher)
-    coalescer = IntakeCoalescer(database, guarded)
+    coalescer = IntakeCoalescer(database, guarded, shops=settings.intake_shops)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -628,10 +652,15 @@ def create_app(
         metrics_token=(
             settings.metrics_token.get_secret_value() if settings.metrics_token else None
         ),
+        shops_for=settings.shops_for,
     )
     if not settings.api_keys:
         log.warning("no API keys configured (REFUND_WORKER_API_KEYS): every request gets 401")
     install_error_handlers(app)
     app.include_router(router)
+    from refund_worker.api.webhooks import router as webhooks_router  # it imports this module
+
+    app.state.webhook_settings = settings
+    app.include_router(webhooks_router)
     mount_console(app, database=database, publisher=guarded, keys=keys, settings=settings)
     return app

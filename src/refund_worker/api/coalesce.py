@@ -19,13 +19,14 @@ import logging
 import queue
 import threading
 from collections import defaultdict
+from collections.abc import Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
 
 from refund_worker import intake
 from refund_worker.db import Database
 from refund_worker.intake import IntakeRejection, Publisher
-from refund_worker.schemas import RefundReceipt, RefundRequest
+from refund_worker.schemas import DEFAULT_SHOP, RefundReceipt, RefundRequest
 
 log = logging.getLogger(__name__)
 
@@ -49,11 +50,13 @@ class IntakeCoalescer:
         *,
         flushers: int = 2,
         max_group: int = intake.BATCH_SIZE,
+        shops: Sequence[str] = (DEFAULT_SHOP,),
     ) -> None:
         if flushers < 1 or max_group < 1:
             raise ValueError("flushers and max_group must be at least 1")
         self._database = database
         self._publisher = publisher
+        self._shops = tuple(shops)
         self._flushers = flushers
         self._max_group = max_group
         self._queue: queue.SimpleQueue[_Pending | None] = queue.SimpleQueue()
@@ -128,6 +131,7 @@ class IntakeCoalescer:
                     publisher=self._publisher,
                     tenant=tenant,
                     created_by=created_by,
+                    shops=self._shops,
                 )
             except BaseException as exc:  # every member's failure; the thread goes on
                 for member in members:

@@ -7,9 +7,10 @@ and the read-only commands start without loading Celery, FastAPI or the simulato
 ``intake``     ``enqueue``
 ``reading``    ``status``, ``list``, ``stats``
 ``replay``     ``replay`` (choosing, showing, replaying)
-``database``   ``db upgrade``, ``check``
+``database``   ``db upgrade``, ``db prune``, ``check``
 ``processes``  ``worker``, ``beat``, ``flower``, ``simulator``, ``demo``
 ``api.cli``    ``api``, ``api-key``
+``webhooks``   ``webhooks add|list|enable|disable|deliveries|replay``
 =============  ===============================================================
 
 Every command that shows data takes ``--json``; tables are drawn with rich.
@@ -56,7 +57,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "db": (
         "refund_worker.cli.database",
         "db",
-        "Database schema (Alembic migrations shipped with the package).",
+        "Database schema (Alembic migrations shipped with the package) and history pruning.",
     ),
     "check": (
         "refund_worker.cli.database",
@@ -97,6 +98,11 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
         "refund_worker.api.cli",
         "api_key_command",
         "Make an API key for NAME: prints the key (once) and the entry for REFUND_WORKER_API_KEYS.",
+    ),
+    "webhooks": (
+        "refund_worker.cli.webhooks",
+        "webhooks",
+        "Webhook endpoints and their deliveries (docs/webhooks.md).",
     ),
 }
 

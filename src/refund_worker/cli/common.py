@@ -78,8 +78,9 @@ def duration(ctx: click.Context, param: click.Parameter, value: str) -> timedelt
 
 
 def filter_options(statuses: Sequence[str], limit: int | None) -> Callable[[F], F]:
-    """--status, --order, --service, --error, --since, --until, --limit."""
+    """--shop, --status, --order, --service, --error, --since, --until, --limit."""
     options = [
+        click.option("--shop", metavar="NAME", help="Only this shop's refunds."),
         click.option("--status", type=click.Choice(statuses), help="Only this status."),
         click.option("--order", "order_id", type=click.IntRange(1), help="Magento order id."),
         click.option("--service", type=click.Choice(SERVICES), help="Magento service used."),

@@ -48,6 +48,7 @@ def enqueue(source: IO[str], tenant: str, as_json: bool) -> None:
     when any line was refused (a repeated key with the same payload is not a refusal).
     """
     from refund_worker import intake
+    from refund_worker.settings import get_settings
 
     try:
         intake.check_tenant(tenant)
@@ -76,6 +77,7 @@ def enqueue(source: IO[str], tenant: str, as_json: bool) -> None:
             publisher=common.broker_publisher(),
             tenant=tenant,
             created_by=default_actor(),
+            shops=get_settings().intake_shops,
         )
     for (number, _), result in zip(accepted, results, strict=True):
         if isinstance(result, intake.IntakeRejection):

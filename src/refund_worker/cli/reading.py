@@ -94,6 +94,7 @@ def _one_refund_by_key(session: Any, idempotency_key: str, tenant: str | None) -
 @click.option("--key", "idempotency_key", metavar="KEY", help="Only refunds with this key.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list.")
 def list_command(
+    shop: str | None,
     status: str | None,
     order_id: int | None,
     service: str | None,
@@ -110,6 +111,7 @@ def list_command(
 
     refund_filter = RefundFilter(
         tenant=tenant,
+        shop=shop,
         keys=(idempotency_key,) if idempotency_key else (),
         status=status,
         order_id=order_id,
@@ -132,6 +134,7 @@ def list_command(
         Column("created", no_wrap=True),
         id_column(),
         Column("tenant", overflow="fold"),
+        Column("shop", overflow="fold"),
         Column("idempotency key", overflow="fold"),
         Column("order", no_wrap=True),
         Column("service", no_wrap=True),
@@ -145,6 +148,7 @@ def list_command(
             age((now - view.created_at).total_seconds()) + " ago",
             view.id,
             view.tenant,
+            view.shop,
             view.idempotency_key,
             str(view.order_id),
             view.service or view.service_requested,
@@ -166,19 +170,21 @@ def list_command(
     show_default=True,
     help="Magento latency over the calls of this last period.",
 )
+@click.option("--shop", metavar="NAME", help="Only this shop's refunds and Magento calls.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-def stats(window: timedelta, as_json: bool) -> None:
+def stats(window: timedelta, shop: str | None, as_json: bool) -> None:
     """Counts by status, the oldest unsettled refund, attempts, Magento latency p50/p95."""
     from refund_worker.queries import refund_stats
 
     with open_database().session_scope() as session:
-        result = refund_stats(session, utc_now(), latency_window=window)
+        result = refund_stats(session, utc_now(), latency_window=window, shop=shop)
     if as_json:
         document = dataclasses.asdict(result)
         document["oldest_unsettled_age_seconds"] = result.oldest_unsettled_age_seconds
         print_json(document)
         return
-    counts = Table("status", "refunds", title=f"{result.total} refunds")
+    where = f" of shop {shop}" if shop else ""
+    counts = Table("status", "refunds", title=f"{result.total} refunds{where}")
     for name, count in result.by_status.items():
         counts.add_row(status_markup(name), str(count))
     output.console.print(counts)
@@ -194,6 +200,10 @@ def stats(window: timedelta, as_json: bool) -> None:
         "attempts (total / most for one refund)", f"{result.attempts_total} / {result.attempts_max}"
     )
     facts.add_row("refunds that needed more than one attempt", str(result.retried))
+    if not shop and len(result.by_shop) > 1:
+        facts.add_row(
+            "by shop", ", ".join(f"{name} {count}" for name, count in result.by_shop.items())
+        )
     facts.add_row(
         "notifications",
         ", ".join(f"{name} {count}" for name, count in result.notifications_by_status.items())

@@ -21,6 +21,12 @@ from refund_worker.cli.output import age, id_column, print_json, progress
 
 #: Refunds re-queued per transaction by ``replay``.
 REPLAY_BATCH = 100
+#: The table of refunds to replay shows this many (the oldest); past it, a count per error
+#: follows (``--json`` lists every one). A table of 20,000 rows helps nobody and takes rich
+#: longer to draw than the rest of the command.
+SHOWN_CANDIDATES = 100
+#: ... and at most this many errors, the most frequent.
+SHOWN_ERRORS = 20
 
 
 @click.command()
@@ -40,6 +46,7 @@ REPLAY_BATCH = 100
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def replay(
     ids: tuple[str, ...],
+    shop: str | None,
     status: str | None,
     order_id: int | None,
     service: str | None,
@@ -88,6 +95,7 @@ def replay(
         ids=ids,
         keys=keys,
         tenant=tenant,
+        shop=shop,
         status=status if not notifications else None,
         notification_status=status if notifications else None,
         order_id=order_id,
@@ -115,7 +123,7 @@ def replay(
             print_json(
                 {
                     "dry_run": True,
-                    "would_replay": [dataclasses.asdict(c) for c in plan.ready],
+                    "would_replay": [_as_dict(c) for c in plan.ready],
                     "refused": refused,
                 }
             )
@@ -207,8 +215,16 @@ def _run_replay(
     return replayed, unpublished, refused
 
 
+def _as_dict(candidate: Any) -> dict[str, Any]:
+    """A candidate's fields (flat, so no deep copy as ``dataclasses.asdict`` makes)."""
+    return {f.name: getattr(candidate, f.name) for f in dataclasses.fields(candidate)}
+
+
 def _print_plan(plan: Any, refused: dict[str, str], notifications: bool) -> None:
+    what = "emails" if notifications else "refunds"
     if plan.ready:
+        shown = plan.ready[:SHOWN_CANDIDATES]
+        more = len(plan.ready) - len(shown)
         table = Table(
             id_column(),
             "idempotency key",
@@ -216,10 +232,10 @@ def _print_plan(plan: Any, refused: dict[str, str], notifications: bool) -> None
             "failed",
             "tries",
             "why it failed",
-            title=f"{'emails' if notifications else 'refunds'} to replay",
+            title=f"{what} to replay" + (f": the oldest {len(shown)}" if more else ""),
         )
         now = utc_now()
-        for candidate in plan.ready:
+        for candidate in shown:
             table.add_row(
                 candidate.refund_id,
                 candidate.idempotency_key,
@@ -229,7 +245,29 @@ def _print_plan(plan: Any, refused: dict[str, str], notifications: bool) -> None
                 candidate.error or "",
             )
         output.console.print(table)
+        if more:
+            _print_errors(plan.ready, what)
     _print_refused(refused)
+
+
+def _print_errors(candidates: list[Any], what: str) -> None:
+    """All the candidates, counted by why they failed (most first)."""
+    counts: dict[str, int] = {}
+    for candidate in candidates:
+        counts[candidate.error or ""] = counts.get(candidate.error or "", 0) + 1
+    table = Table(
+        "refunds" if what == "refunds" else "emails",
+        "why it failed",
+        title=f"all {len(candidates)} {what}, by error",
+        caption="--json lists each one",
+    )
+    ranked = sorted(counts.items(), key=lambda item: (-item[1], item[0]))
+    for error, count in ranked[:SHOWN_ERRORS]:
+        table.add_row(str(count), error)
+    if len(ranked) > SHOWN_ERRORS:
+        rest = sum(count for _, count in ranked[SHOWN_ERRORS:])
+        table.add_row(str(rest), f"({len(ranked) - SHOWN_ERRORS} other errors)")
+    output.console.print(table)
 
 
 def _print_refused(refused: dict[str, str]) -> None:

@@ -12,9 +12,13 @@ published again mid-run, at the end of the chaos and after settling), while a ch
 * injects commit_then_500 / commit_then_drop / commit_then_hang (and a slow commit that lands
   after the client gave up) on a share of refund calls, and bursts of 503 and 429,
 * breaks every database connection of the workers (``pg_terminate_backend`` in a loop),
+* has the webhook receiver (a real HTTP server on a socket, its endpoint subscribed to every
+  event) answer 500 to a share of deliveries, and takes it down for a while,
 
-then waits (bounded) for every refund and email to settle and checks the invariants against the
-simulator's credit memos, orders and outbox (``evaluate``); on a violation ``diagnose`` writes
+then waits (bounded) for every refund, email and webhook delivery to settle and checks the
+invariants against the simulator's credit memos, orders and outbox (``evaluate``) and what the
+receiver got (``evaluate_webhooks``: every event delivered, each duplicate with the same id and
+body, every signature valid); on a violation ``diagnose`` writes
 everything known about it to ``diagnostics.json`` next to the logs.
 """
 
@@ -48,10 +52,14 @@ from sqlalchemy import create_engine, func, select, text
 from refund_worker.celery_app import create_app
 from refund_worker.db import Database, upgrade
 from refund_worker.intake import IntakeRejection, enqueue_refunds, validate_request
-from refund_worker.models import MagentoCall, Refund, RefundEvent
+from refund_worker.models import MagentoCall, Refund, RefundEvent, WebhookDelivery
+from refund_worker.outbox import EventType
 from refund_worker.publishing import CeleryPublisher
 from refund_worker.settings import Settings
 from refund_worker.simulator.testing import LISTENING_PREFIX
+from refund_worker.testing.receiver import Receiver
+from refund_worker.webhooks import WebhookVerificationError, verify
+from refund_worker.webhooks.endpoints import EndpointRequest, register
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -63,6 +71,8 @@ REFUND_ROUTES = ("order_refund", "invoice_refund")
 COMMIT_KINDS = ("commit_then_500", "commit_then_drop", "commit_then_hang")
 MARKER = re.compile(r"refund-worker:([0-9a-f-]{36})")
 UNSETTLED_NOTIFICATIONS = ("pending", "sending", "retrying")
+UNSETTLED_DELIVERIES = ("pending", "delivering", "retrying")
+WEBHOOK_SECRET_KEY = "fault-run-webhook-secret-key-0123456789abcdef"
 
 
 # ----------------------------------------------------------------------------- configuration
@@ -98,6 +108,12 @@ class FaultConfig:
     #: every Magento route.
     bursts: tuple[tuple[float, int, float], ...] = ((0.2, 503, 3.0), (0.7, 429, 3.0))
     duplicate_messages: bool = True
+    #: A webhook endpoint subscribed to every event, on a real receiver.
+    webhooks: bool = True
+    #: Share of webhook deliveries the receiver answers with a 500.
+    webhook_failure_share: float = 0.3
+    #: (start as a fraction of ``chaos_seconds``, seconds) the receiver is down.
+    receiver_down: tuple[float, float] = (0.45, 4.0)
     #: REFUND_WORKER_* settings of the workers and beat.
     timings: dict[str, str] = field(
         default_factory=lambda: {
@@ -112,6 +128,16 @@ class FaultConfig:
             "MAX_ATTEMPTS": "10",
             "NOTIFICATION_MAX_ATTEMPTS": "10",
             "MAGENTO_RATE_LIMIT": "400",
+        }
+    )
+    #: REFUND_WORKER_* settings for the webhooks (on top of ``timings``).
+    webhook_timings: dict[str, str] = field(
+        default_factory=lambda: {
+            "SECRET_KEY": WEBHOOK_SECRET_KEY,
+            "WEBHOOK_ALLOWED_HOSTS": '["127.0.0.1"]',
+            "WEBHOOK_TIMEOUT": "1",
+            "WEBHOOK_RETRY_BASE_SECONDS": "0.5",
+            "WEBHOOK_RETRY_MAX_SECONDS": "3",
         }
     )
     pg_admin_url: str = PG_ADMIN_URL
@@ -560,8 +586,10 @@ class Chaos:
         db_name: str,
         log: ChaosLog,
         rng: random.Random,
+        receiver: Receiver | None = None,
     ) -> None:
         self.config = config
+        self.receiver = receiver
         self.fleet = fleet
         self.broker = broker
         self.sim = sim
@@ -674,6 +702,8 @@ class Chaos:
             schedule.append((share * window, self._break_database))
         for share, status, seconds in self.config.bursts:
             schedule.append((share * window, functools.partial(self._burst, status, seconds)))
+        if self.receiver is not None:
+            schedule.append((self.config.receiver_down[0] * window, self._receiver_down))
         for moment, action in sorted(schedule, key=lambda item: item[0]):
             if not self._sleep_until(moment):
                 return
@@ -686,6 +716,14 @@ class Chaos:
                 self.fleet.revive()
                 for name, code in self.fleet.unexpected_exits[before:]:
                     self.log.note("process exited on its own; restarted", name=name, code=code)
+
+    def _receiver_down(self) -> None:
+        assert self.receiver is not None
+        self.log.note("webhook receiver down", seconds=self.config.receiver_down[1])
+        self.receiver.stop()
+        time.sleep(self.config.receiver_down[1])
+        self.receiver.start()
+        self.log.note("webhook receiver back")
 
     def _restart_redis(self) -> None:
         queued = self.broker.queued()
@@ -982,6 +1020,98 @@ def evaluate(
     return checks, figures, dict(failures.most_common()), dict(violations)
 
 
+#: The event each settled state reports, and the refunds it applies to.
+_EXPECTED_EVENTS: dict[str, Callable[[Refund], bool]] = {
+    EventType.SUCCEEDED.value: lambda r: r.status == "succeeded",
+    EventType.FAILED.value: lambda r: r.status == "failed",
+    EventType.NEEDS_ATTENTION.value: lambda r: r.status == "needs_attention",
+    EventType.NOTIFICATION_SENT.value: lambda r: r.notification_status == "sent",
+}
+
+
+def evaluate_webhooks(
+    database: Database, receiver: Receiver, secret: str
+) -> tuple[list[Check], dict[str, Any], dict[str, list[Any]]]:
+    """The webhook invariants: every state change has exactly its one event in the outbox (none
+    for a change that did not happen), every event reached the receiver (a 2xx for its id),
+    every copy of an event carries the same id and body, every signature verifies."""
+    with database.session_scope() as session:
+        rows = list(session.scalars(select(Refund)))
+        deliveries = list(session.scalars(select(WebhookDelivery)))
+    events: dict[tuple[str, str], list[WebhookDelivery]] = defaultdict(list)
+    for delivery in deliveries:
+        events[(delivery.refund_id, delivery.event_type)].append(delivery)
+    missing_events: list[list[str]] = []
+    extra_events: list[list[str]] = []
+    for row in rows:
+        for event_type, applies in _EXPECTED_EVENTS.items():
+            count = len(events.get((row.id, event_type), []))
+            if applies(row) and count != 1:
+                (missing_events if count == 0 else extra_events).append([row.id, event_type])
+            elif not applies(row) and count:
+                extra_events.append([row.id, event_type])
+    received = list(receiver.received)
+    bodies: dict[str, set[bytes]] = defaultdict(set)
+    bad_signatures = 0
+    for request in received:
+        event_id = request.headers.get("webhook-id") or request.headers.get("Webhook-Id", "")
+        bodies[event_id].add(request.body)
+        try:
+            verify(secret, request.headers, request.body, tolerance_seconds=3600)
+        except WebhookVerificationError:
+            bad_signatures += 1
+    delivered_ids = {
+        r.headers.get("webhook-id") or r.headers.get("Webhook-Id")
+        for r in received
+        if r.answered is not None and r.answered < 300
+    }
+    lost = [d.event_id for d in deliveries if d.event_id not in delivered_ids]
+    unsettled = [d.id for d in deliveries if d.status != "delivered"]
+    per_id = Counter(
+        r.headers.get("webhook-id") or r.headers.get("Webhook-Id") for r in received
+    )
+    duplicates = sum(count - 1 for count in per_id.values() if count > 1)
+    changed_bodies = [event_id for event_id, variants in bodies.items() if len(variants) > 1]
+    unknown_ids = sorted(str(i) for i in set(per_id) - {d.event_id for d in deliveries})
+    answered = Counter(str(r.answered) for r in received)
+    checks = [
+        Check("webhook events in the outbox", len(deliveries)),
+        Check(
+            "  state changes without their event (must be 0)",
+            len(missing_events),
+            not missing_events,
+        ),
+        Check("  events without their state change (must be 0)", len(extra_events),
+              not extra_events),
+        Check("webhook events lost (must be 0)", len(lost), not lost),
+        Check("  deliveries not settled delivered", len(unsettled), not unsettled),
+        Check("webhook requests received", len(received)),
+        Check("  duplicates (same event again)", duplicates),
+        Check(
+            "  duplicates with another body (must be 0)", len(changed_bodies), not changed_bodies
+        ),
+        Check("  ids the outbox never wrote (must be 0)", len(unknown_ids), not unknown_ids),
+        Check("  bad signatures (must be 0)", bad_signatures, bad_signatures == 0),
+    ]
+    figures: dict[str, Any] = {
+        "webhook_events": len(deliveries),
+        "webhook_events_lost": len(lost),
+        "webhook_requests": len(received),
+        "webhook_duplicates": duplicates,
+        "webhook_answers": dict(answered),
+        "webhook_attempts_max": max((d.attempts for d in deliveries), default=0),
+        "webhook_bad_signatures": bad_signatures,
+    }
+    violations: dict[str, list[Any]] = {
+        "webhook_state_changes_without_event": missing_events[:20],
+        "webhook_events_without_state_change": extra_events[:20],
+        "webhook_events_lost": lost[:20],
+        "webhook_duplicates_with_another_body": changed_bodies[:20],
+        "webhook_unknown_ids": unknown_ids[:20],
+    }
+    return checks, figures, violations
+
+
 def diagnose(
     database: Database, sim: SimControl, violations: dict[str, list[Any]], path: Path
 ) -> None:
@@ -1055,6 +1185,7 @@ def worker_env(
 ) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("REFUND_WORKER_")}
     env.update({f"REFUND_WORKER_{k}": v for k, v in config.timings.items()})
+    env.update({f"REFUND_WORKER_{k}": v for k, v in config.webhook_timings.items()})
     env.update(
         {
             "REFUND_WORKER_BROKER_URL": broker_url,
@@ -1070,9 +1201,13 @@ def worker_env(
 
 
 def settings_from_env(env: dict[str, str]) -> Settings:
+    """The settings the processes get from ``env`` (a JSON list decoded as the environment's
+    reader would)."""
     return Settings(
         **{
-            k.removeprefix("REFUND_WORKER_").lower(): v  # type: ignore[arg-type]
+            k.removeprefix("REFUND_WORKER_").lower(): (  # type: ignore[arg-type]
+                json.loads(v) if v.startswith("[") else v
+            )
             for k, v in env.items()
             if k.startswith("REFUND_WORKER_")
         },
@@ -1139,6 +1274,13 @@ def _settle(database: Database, fleet: Fleet, timeout: float, log: ChaosLog) -> 
                         | Refund.notification_status.in_(UNSETTLED_NOTIFICATIONS)
                     )
                 )
+            with database.session_scope() as session:
+                open_deliveries = session.scalar(
+                    select(func.count())
+                    .select_from(WebhookDelivery)
+                    .where(WebhookDelivery.status.in_(UNSETTLED_DELIVERIES))
+                )
+            open_refunds = (open_refunds or 0) + (open_deliveries or 0)
         except Exception:
             open_refunds = -1
         if open_refunds == 0:
@@ -1169,7 +1311,18 @@ def run_fault_run(
         settings = settings_from_env(env)
         database = Database.from_url(database_url)
         fleet = Fleet(env, workdir, config.concurrency)
+        receiver = Receiver(mode=f"flaky:{config.webhook_failure_share}", seed=config.seed)
+        webhook_secret = ""
+        if config.webhooks:
+            receiver.start()
         try:
+            if config.webhooks:
+                _, secret = register(
+                    database, settings,
+                    EndpointRequest(url=receiver.url, event_types=list(EventType)),
+                    tenant="default", created_by="fault-run",
+                )  # fmt: skip
+                webhook_secret = secret.get_secret_value()
             orders = plan(config, rng)
             made = sim.add_orders([order.spec for order in orders])
             for order, summary in zip(orders, made, strict=True):
@@ -1189,7 +1342,10 @@ def run_fault_run(
             publisher = DoublePublisher(
                 CeleryPublisher(create_app(settings)), 2 if config.duplicate_messages else 1
             )
-            chaos = Chaos(config, fleet, broker, sim, db_name, log, rng)
+            chaos = Chaos(
+                config, fleet, broker, sim, db_name, log, rng,
+                receiver=receiver if config.webhooks else None,
+            )  # fmt: skip
             chaos.start()
             accepted: dict[str, str] = {}
             _intake(config, requests, database, publisher, log, accepted)
@@ -1217,23 +1373,34 @@ def run_fault_run(
             log.note("settled" if settled is not None else "settle timeout", t=settled)
             progress(f"settled at t={settled}s" if settled else "NOT settled")
 
-            # Publish every id (refund and email) once more: settled work must stay as it is.
-            before = (len(sim.creditmemos()), len(sim.emails()))
+            # Publish every id (refund, email, delivery) once more: settled work must stay.
+            before = (len(sim.creditmemos()), len(sim.emails()), len(receiver.received))
             publish_all_again()
+            if config.webhooks:
+                with database.session_scope() as session:
+                    delivery_ids = list(session.scalars(select(WebhookDelivery.id)))
+                publisher.inner.publish_webhooks(delivery_ids)
             time.sleep(4)
             _settle(database, fleet, 30, log)
-            after = (len(sim.creditmemos()), len(sim.emails()))
+            after = (len(sim.creditmemos()), len(sim.emails()), len(receiver.received))
             chaos.finish_watching()
 
             checks, figures, failures, violations = evaluate(
                 database, sim, orders, accepted, started_wall
             )
+            if config.webhooks:
+                hook_checks, hook_figures, hook_violations = evaluate_webhooks(
+                    database, receiver, webhook_secret
+                )
+                checks.extend(hook_checks)
+                figures.update(hook_figures)
+                violations.update(hook_violations)
             if any(violations.values()):
                 diagnose(database, sim, violations, workdir / "diagnostics.json")
             checks.append(
                 Check(
-                    "late redelivery of all ids: new memos/emails",
-                    f"{after[0] - before[0]}/{after[1] - before[1]}",
+                    "late redelivery of all ids: new memos/emails/webhooks",
+                    f"{after[0] - before[0]}/{after[1] - before[1]}/{after[2] - before[2]}",
                     after == before,
                 )
             )
@@ -1279,5 +1446,6 @@ def run_fault_run(
             )
         finally:
             fleet.stop()
+            receiver.stop()
             sim.close()
             database.dispose()

@@ -150,13 +150,30 @@ class WebhookDelivery:
 
 
 def webhook_deliveries(session: Session, refund_id: str) -> list[WebhookDelivery]:
-    """The webhook deliveries about one refund, oldest first.
+    """The webhook deliveries about one refund, oldest first (the outbox: one row per event
+    and endpoint; operators see every tenant's)."""
+    from refund_worker.models import WebhookDelivery as Delivery
+    from refund_worker.models import WebhookEndpoint
 
-    None yet: webhooks (issue #21) fill this in from their outbox and delivery tables; the
-    refund page already shows whatever this returns.
-    """
-    del session, refund_id
-    return []
+    rows = session.execute(
+        select(Delivery, WebhookEndpoint.url)
+        .join(WebhookEndpoint, WebhookEndpoint.id == Delivery.endpoint_id)
+        .where(Delivery.refund_id == refund_id)
+        .order_by(Delivery.created_at, Delivery.id)
+    ).all()
+    return [
+        WebhookDelivery(
+            event_id=delivery.event_id,
+            event_type=delivery.event_type,
+            endpoint=url,
+            status=delivery.status,
+            attempts=delivery.attempts,
+            last_error=delivery.last_error,
+            created_at=delivery.created_at,
+            delivered_at=delivery.delivered_at,
+        )
+        for delivery, url in rows
+    ]
 
 
 @dataclass(frozen=True)
