@@ -40,7 +40,16 @@ KNOWN_STATUSES = frozenset({200, 201, 400, 401, 403, 404, 409, 429, 500, 502, 50
 _STATUS_TEXT = {status: str(status) for status in KNOWN_STATUSES}
 SERVICES = frozenset({"auto", "invoice", "order", "creditmemo", "record_only"})
 ATTEMPT_OUTCOMES = frozenset(
-    {"succeeded", "failed", "retrying", "needs_attention", "lease_lost", "order_busy", "skipped"}
+    {
+        "succeeded",
+        "failed",
+        "retrying",
+        "needs_attention",
+        "deferred",
+        "lease_lost",
+        "order_busy",
+        "skipped",
+    }
 )
 RECONCILE_OUTCOMES = frozenset({"found", "not_found", "needs_attention", "error"})
 EMAIL_OUTCOMES = frozenset({"sent", "not_sent", "failed", "retrying"})

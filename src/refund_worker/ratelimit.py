@@ -256,23 +256,30 @@ class RedisCallLimiter:
         self._pause: Any = client.register_script(_PAUSE)
 
     def acquire(self) -> None:
-        """Wait for room (``max_wait`` seconds at most), else raise ``MagentoRateLimited``."""
-        deadline = time.monotonic() + self._max_wait
+        """Wait for room (``max_wait`` seconds at most), else raise ``MagentoRateLimited``.
+
+        A call that had to wait is counted once (``metrics.rate_limit_wait``) with all the time
+        it waited, however many times it asked Redis again."""
+        started = time.monotonic()
+        deadline = started + self._max_wait
+        waited = False
         while True:
             try:
                 wait = float(self._gcra(keys=self._keys, args=[self._interval, self._burst]))
             except redis.RedisError as exc:
                 log.warning("rate limiter unavailable, letting the call through: %s", exc)
-                return
+                break
             if wait <= 0:
-                return
+                break
             if time.monotonic() + wait > deadline:
                 metrics.rate_limit_refused()
                 raise MagentoRateLimited(
                     f"our shared Magento call limit has no room for {wait:.1f}s", retry_after=wait
                 )
-            metrics.rate_limit_wait(wait)
+            waited = True
             time.sleep(wait)
+        if waited:
+            metrics.rate_limit_wait(time.monotonic() - started)
 
     def pause(self, seconds: float) -> None:
         """Make every worker wait ``seconds`` before its next call to this instance."""

@@ -259,7 +259,9 @@ class RefundService:
             claim, next_attempt_at=now + timedelta(seconds=delay), reason=reason, now=now
         )
         if not held:
+            metrics.refund_attempt(claim.service, "lease_lost")
             return AttemptResult(claim.refund_id, RefundStatus.PROCESSING, "lease lost; deferred")
+        metrics.refund_attempt(claim.service, "deferred")
         return AttemptResult(
             claim.refund_id, RefundStatus.RETRYING, detail or reason or "deferred", retry_in=delay
         )

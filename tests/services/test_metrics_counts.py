@@ -138,3 +138,15 @@ def test_the_state_gauges_read_the_database(env: Env) -> None:
 class _Unreachable:
     def connection_scope(self) -> object:
         raise OSError("database down")
+
+
+def test_a_deferred_refund_is_counted_as_deferred_not_as_an_attempt_outcome(env: Env) -> None:
+    refund_id = env.enqueue(order_id=env.order()["order_id"])
+    with env.database.engine.begin() as connection:  # a shop this worker does not know
+        connection.execute(update(Refund).where(Refund.id == refund_id).values(shop="uk"))
+    before = snapshot()
+    assert env.refunds().process(refund_id).status == "retrying"
+    assert delta(before, snapshot()) == {
+        ("refund_worker_refund_attempts_total", (("outcome", "deferred"), ("service", "unknown"))):
+            1,
+    }

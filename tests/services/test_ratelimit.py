@@ -84,3 +84,27 @@ def test_a_long_retry_after_is_capped_at_the_longest_countdown(env: Env) -> None
     refund_id = env.enqueue(order_id=env.order()["order_id"])
     result = env.refunds().process(refund_id)
     assert result.retry_in == env.settings.longest_countdown
+
+
+def test_waits_are_counted_once_per_call_with_their_time(redis_url: str) -> None:
+    from prometheus_client import REGISTRY
+
+    def sample(name: str, **labels: str) -> float:
+        return REGISTRY.get_sample_value(name, labels) or 0.0
+
+    waits = sample("refund_worker_ratelimit_waits_total", outcome="waited")
+    refused = sample("refund_worker_ratelimit_waits_total", outcome="refused")
+    seconds = sample("refund_worker_ratelimit_wait_seconds_total")
+    pauses = sample("refund_worker_ratelimit_pauses_total")
+    shared = limiter(redis_url, rate=10, burst=1)
+    for _ in range(4):  # two go at once (a burst of one), the next two wait about 100 ms each
+        shared.acquire()
+    assert sample("refund_worker_ratelimit_waits_total", outcome="waited") == waits + 2
+    waited = sample("refund_worker_ratelimit_wait_seconds_total") - seconds
+    assert 0.12 <= waited < 1.0
+    impatient = limiter(redis_url, rate=1000, max_wait=0.1)
+    impatient.pause(2)
+    with pytest.raises(MagentoRateLimited):
+        impatient.acquire()
+    assert sample("refund_worker_ratelimit_waits_total", outcome="refused") == refused + 1
+    assert sample("refund_worker_ratelimit_pauses_total") == pauses + 1

@@ -31,6 +31,7 @@ from typing import Any, cast
 import httpx
 from sqlalchemy import Table, and_, bindparam, or_, select, update
 
+from refund_worker import metrics
 from refund_worker.attempts import DUE_SLACK
 from refund_worker.db import Database, rowcount
 from refund_worker.errors import ConfigurationError
@@ -363,6 +364,7 @@ class DeliveryService:
             return DeliveryResult(
                 delivery_id, "skipped", "changed meanwhile; the next owner decides"
             )
+        metrics.webhook_delivery(status.value)
         detail = "" if delivered else str(values["last_error"])
         if not delivered:
             log.warning("webhook delivery %s %s: %s", delivery_id, status.value, detail)
@@ -383,6 +385,7 @@ class DeliveryService:
             _ENDPOINT_DISABLE, {**params, "p_failing_before": now - window, "p_reason": reason}
         )
         if rowcount(disabled):
+            metrics.webhook_delivery("disabled")
             log.error("webhook endpoint %s %s", params["p_endpoint_id"], reason)
 
     def close(self) -> None:
