@@ -315,3 +315,30 @@ def test_the_prune_task_uses_the_setting(
     assert {key for key, left in history.items() if left == (0, 0)} == goes
     Runtime.settings = load_settings(prune_after_days=None)  # type: ignore[assignment]
     assert tasks.prune_history() == {}
+
+
+def test_a_history_table_can_keep_rows_and_so_its_refund(any_cli: Cli) -> None:
+    """The extension point for tables such as an outbox: rows it ``keep``s stay whatever their
+    age, and a refund holding one is not removed either."""
+    from refund_worker.retention import HistoryTable
+
+    events = RefundEvent.__table__
+    tables = (
+        HISTORY_TABLES[0],
+        HistoryTable(events, keep=events.c.kind == "undelivered"),  # type: ignore[arg-type]
+    )
+    kept = _refund(any_cli, "failed-undelivered", status="failed")
+    _refund(any_cli, "failed-delivered", status="failed")
+    with any_cli.database.session_scope() as session:
+        session.add(RefundEvent(refund_id=kept, kind="undelivered", created_at=OLD))
+
+    dry = prune(any_cli.database, cutoff=CUTOFF, include_refunds=True, dry_run=True,
+                tables=tables)
+    report = prune(any_cli.database, cutoff=CUTOFF, include_refunds=True, tables=tables)
+
+    assert report.removed == dry.removed == {
+        "magento_calls": 4, "refund_events": 2, "refunds": 1}
+    assert _history(any_cli) == {"failed-undelivered": (0, 1)}
+    with any_cli.database.session_scope() as session:
+        [(kind,)] = session.execute(select(RefundEvent.kind)).all()
+    assert kind == "undelivered"
