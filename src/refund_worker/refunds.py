@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import logging
 import random
+import threading
+import time
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -180,6 +182,10 @@ class RefundService:
         self.limiter = limiter or NoLimit()
         #: Every shop this worker may act on, by name (``magento`` alone: the ``default`` one).
         self.shops = single_shop(magento, self.limiter, shops)
+        #: Shops this process saw paused, until when (``time.monotonic``): their refunds are
+        #: put off before any claim (``_put_off``); empty, nothing extra runs.
+        self._paused: dict[str, float] = {}
+        self._paused_lock = threading.Lock()
         self.clock = clock
         self.rng = rng or random.Random()
         self.extra_offline = frozenset(settings.offline_payment_methods)
@@ -187,6 +193,10 @@ class RefundService:
     def process(self, refund_id: str) -> AttemptResult:
         """Run one attempt of ``refund_id``: claim, reconcile or refund, record."""
         now = self.clock()
+        if self._paused:
+            put_off = self._put_off(refund_id, now)
+            if put_off is not None:
+                return put_off
         claim = self.store.claim(
             refund_id,
             token=str(uuid.uuid4()),
@@ -215,6 +225,7 @@ class RefundService:
                 f"shop {shop.name!r} has its most refunds in flight; deferred, not attempted",
             )
         if wait > 0:  # spread over twice the pause: the shop is not hit by all at once after it
+            self._note_paused(shop.name, wait)
             return self._defer(
                 claim,
                 wait * (1 + self.rng.random()),
@@ -225,6 +236,39 @@ class RefundService:
             return self._admitted(claim, shop)
         finally:
             shop.gate.leave(claim.refund_id)
+
+    def _note_paused(self, shop: str, seconds: float) -> None:
+        with self._paused_lock:
+            until = time.monotonic() + seconds
+            self._paused[shop] = max(until, self._paused.get(shop, 0.0))
+
+    def _put_off(self, refund_id: str, now: datetime) -> AttemptResult | None:
+        """While a shop is paused, its refunds are put off with one statement (no claim, no
+        order lock, nothing counted): a sick shop costs the workers little."""
+        with self._paused_lock:
+            moment = time.monotonic()
+            for name in [name for name, until in self._paused.items() if until <= moment]:
+                del self._paused[name]
+            paused = dict(self._paused)
+        for name, until in paused.items():
+            wait = until - time.monotonic()
+            if wait <= 0:
+                continue
+            delay = min(wait * (1 + self.rng.random()), self.policy.longest_countdown)
+            if self.store.defer_if_of_shop(
+                refund_id,
+                shop=name,
+                next_attempt_at=now + timedelta(seconds=delay),
+                now=now,
+                due_by=now + DUE_SLACK,
+            ):
+                return AttemptResult(
+                    refund_id,
+                    RefundStatus.RETRYING,
+                    f"shop {name!r} is paused for {wait:.1f}s; put off, not attempted",
+                    retry_in=delay,
+                )
+        return None
 
     def _admitted(self, claim: ClaimedRefund, shop: Shop) -> AttemptResult:
         try:
@@ -274,7 +318,9 @@ class RefundService:
         except RetryableError as exc:
             pause_on_rate_limit(exc, limiter)  # Magento's 429, on any call: the shop waits
             if isinstance(exc, MagentoUnavailable):  # the shop is down: its refunds hold back
-                shop.gate.unavailable(self.policy.longest_countdown)
+                paused = shop.gate.unavailable(self.policy.longest_countdown)
+                if paused > 0:
+                    self._note_paused(shop.name, paused)
             return self._retry(claim, request, exc)
         except Exception as exc:  # a bug or odd data must fail this refund, not loop forever
             log.exception("refund %s: unexpected error", claim.refund_id)
