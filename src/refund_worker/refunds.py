@@ -228,7 +228,7 @@ class RefundService:
             self._note_paused(shop.name, wait)
             return self._defer(
                 claim,
-                wait * (1 + self.rng.random()),
+                self._paused_delay(wait),
                 None,
                 f"shop {shop.name!r} is paused for {wait:.1f}s (a 429, or it is down); deferred",
             )
@@ -236,6 +236,14 @@ class RefundService:
             return self._admitted(claim, shop)
         finally:
             shop.gate.leave(claim.refund_id)
+
+    def _paused_delay(self, wait: float) -> float:
+        """When a refund of a shop paused for ``wait`` more seconds comes back: spread between
+        twice the pause and the pause plus half the longest countdown, so a shop that is down
+        costs each of its refunds a delivery every few tens of seconds, and is not hit by all of
+        them at once when it is back."""
+        longest = self.policy.longest_countdown
+        return min(longest, wait + self.rng.uniform(wait, max(wait, longest / 2)))
 
     def _note_paused(self, shop: str, seconds: float) -> None:
         with self._paused_lock:
@@ -254,7 +262,7 @@ class RefundService:
             wait = until - time.monotonic()
             if wait <= 0:
                 continue
-            delay = min(wait * (1 + self.rng.random()), self.policy.longest_countdown)
+            delay = self._paused_delay(wait)
             if self.store.defer_if_of_shop(
                 refund_id,
                 shop=name,

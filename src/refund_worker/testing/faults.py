@@ -1299,7 +1299,7 @@ class ShopsConfig:
     ``sick``; without it, that shop gets no refunds at all (the run to compare with)."""
 
     shops: int = 3
-    refunds_per_shop: int = 600
+    refunds_per_shop: int = 300
     workers: int = 2
     concurrency: int = 8
     sick: bool = True
