@@ -1,10 +1,12 @@
 """Several shops: does a sick shop slow the healthy ones? Real workers, a private Redis, a
 PostgreSQL database of its own, one simulator serving shops s1..sN under path prefixes.
 
-    python bench/shops.py --shops 3 --refunds-per-shop 600 --sick-seconds 60
+    python bench/shops.py --shops 3 --refunds-per-shop 300 --sick-seconds 60
 
 Two runs: the healthy shops' refunds alone (the last shop configured but idle), then the same
 plus the last shop's refunds while that shop answers 503 to everything for ``--sick-seconds``.
+Each message is published once here (``--duplicates`` as the fault run: twice), and nothing is
+killed: ``python bench/fault_run.py --shops 3`` is the same run with duplicate messages.
 Reports the healthy shops' refunds/s in each (refunds over first intake to last settling, from
 the rows' timestamps), and each shop's invariants (0 lost, 0 duplicate credit memos, one email
 per notified refund). Writes ``bench/results/shops.json``; exits 1 when an invariant broke or the
@@ -39,6 +41,13 @@ def parser(description: str, defaults: ShopsConfig) -> argparse.ArgumentParser:
     parsed.add_argument("--sick-seconds", type=float, default=defaults.sick_seconds)
     parsed.add_argument("--sick-status", type=int, default=defaults.sick_status)
     parsed.add_argument("--seed", type=int, default=defaults.seed)
+    parsed.add_argument(
+        "--duplicates",
+        dest="duplicate_messages",
+        action=argparse.BooleanOptionalAction,
+        default=defaults.duplicate_messages,
+        help="publish every message twice, as the fault run does",
+    )
     parsed.add_argument("--workdir", type=Path, default=None)
     return parsed
 
@@ -65,7 +74,7 @@ def run(args: argparse.Namespace, output: Path) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parsed = parser(__doc__.split("\n\n")[0], ShopsConfig(sick_seconds=30, refunds_per_shop=400))
+    parsed = parser(__doc__.split("\n\n")[0], ShopsConfig(duplicate_messages=False))
     parsed.add_argument("--output", type=Path, default=RESULTS)
     args = parsed.parse_args(argv)
     return run(args, args.output)

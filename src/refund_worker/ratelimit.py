@@ -30,7 +30,7 @@ local now = tonumber(now_parts[1]) + tonumber(now_parts[2]) / 1000000
 local interval = tonumber(ARGV[1])
 local burst = tonumber(ARGV[2])
 local paused = tonumber(redis.call('GET', KEYS[2]) or '0')
-if paused > now then return tostring(paused - now) end
+if paused > now then return 'p' .. tostring(paused - now) end
 local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
 if tat < now then tat = now end
 local allow_at = tat - burst * interval
@@ -102,6 +102,15 @@ def limiter_keys(shop: str) -> tuple[str, str, str, str]:
         f"refund-worker:inflight:{shop}",
         f"refund-worker:sick:{shop}",
     )
+
+
+class ShopPaused(MagentoRateLimited):
+    """The shop is paused (a 429, or it is down) for longer than a thread should sleep: the
+    caller defers the refund instead (nothing counted)."""
+
+
+#: A pause this short is slept through in ``acquire``; a longer one raises ``ShopPaused``.
+MAX_PAUSE_SLEEP = 1.0
 
 
 class ShopGate(Protocol):
@@ -259,12 +268,16 @@ class RedisCallLimiter:
         deadline = time.monotonic() + self._max_wait
         while True:
             try:
-                wait = float(self._gcra(keys=self._keys, args=[self._interval, self._burst]))
+                answer = self._gcra(keys=self._keys, args=[self._interval, self._burst])
             except redis.RedisError as exc:
                 log.warning("rate limiter unavailable, letting the call through: %s", exc)
                 return
+            text = answer.decode() if isinstance(answer, bytes) else str(answer)
+            wait = float(text.lstrip("p"))
             if wait <= 0:
                 return
+            if text.startswith("p") and wait > MAX_PAUSE_SLEEP:  # no thread sleeps through it
+                raise ShopPaused(f"the shop is paused for {wait:.1f}s", retry_after=wait)
             if time.monotonic() + wait > deadline:
                 raise MagentoRateLimited(
                     f"our shared Magento call limit has no room for {wait:.1f}s", retry_after=wait

@@ -42,7 +42,14 @@ from refund_worker.errors import (
 from refund_worker.magento import CallRecord
 from refund_worker.markers import marker_for
 from refund_worker.models import utcnow
-from refund_worker.ratelimit import FULL, CallLimiter, NoLimit, OpenGate, ShopGate
+from refund_worker.ratelimit import (
+    FULL,
+    CallLimiter,
+    NoLimit,
+    OpenGate,
+    ShopGate,
+    ShopPaused,
+)
 from refund_worker.routing import RefundCall, needs_invoices, order_items_by_id, plan_refund
 from refund_worker.schemas import (
     DEFAULT_SHOP,
@@ -318,6 +325,15 @@ class RefundService:
             )
             return AttemptResult(
                 claim.refund_id, RefundStatus.PROCESSING, "lease lost; not called"
+            )
+        except ShopPaused as exc:  # paused between the gate and a call: no money call was made
+            wait = exc.retry_after or 1.0
+            self._note_paused(shop.name, wait)
+            return self._defer(
+                claim,
+                self._paused_delay(wait),
+                None,
+                f"shop {shop.name!r} was paused for {wait:.1f}s before the call; deferred",
             )
         except AttentionRequired as exc:
             return self._attention(claim, request, exc)

@@ -692,6 +692,7 @@ class RefundStore:
             held = rowcount(connection.execute(_RECORD_DEFERRAL, params)) == 1
             if held:
                 connection.execute(_RELEASE_ORDER_LOCK, params)
+            insert_calls(connection, claim.refund_id, claim.attempt, claim.calls)
         return held
 
     def creditmemo_owner(self, creditmemo_id: int, *, shop: str = "default") -> str | None:
