@@ -2,6 +2,7 @@
 breaking the database and making Magento commit-then-fail; then prove nothing was lost or doubled.
 
     python bench/fault_run.py --refunds 1000 --workers 2
+    python bench/fault_run.py --shops 3      # three shops, one answering 503 for a minute
 
 Needs PostgreSQL on 127.0.0.1:5432 (a database of its own is created and dropped) and the
 ``redis-server`` binary (a private instance on a free port is started, restarted and stopped; the
@@ -20,12 +21,30 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from refund_worker.testing.faults import FaultConfig, run_fault_run  # noqa: E402
+from refund_worker.testing.faults import FaultConfig, ShopsConfig, run_fault_run  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "fault_run.json"
 
 
+SHOPS_RESULTS = ROOT / "bench" / "results" / "fault_run_shops.json"
+
+
+def shops_main(argv: list[str]) -> int:
+    """``--shops N``: the run across N shops, the last answering 503 for ``--sick-seconds``,
+    against a run without its refunds (``refund_worker.testing.faults.run_shops_comparison``)."""
+    sys.path.insert(0, str(ROOT / "bench"))
+    from shops import parser, run  # bench/shops.py: the same run, its own defaults
+
+    parsed = parser("The fault run across several shops, one of them answering 503", ShopsConfig())
+    parsed.add_argument("--output", type=Path, default=SHOPS_RESULTS)
+    args = parsed.parse_args(argv)
+    return run(args, args.output)
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if any(arg == "--shops" or arg.startswith("--shops=") for arg in argv):
+        return shops_main(argv)
     defaults = FaultConfig()
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--refunds", type=int, default=defaults.refunds)

@@ -3,7 +3,9 @@
 A temporary SQLite database, Celery's in-memory broker with a worker in this process, and the
 Magento simulator on an ephemeral port. The refunds cover all four Magento services, an
 offline-paid invoice routed to RefundOrder, a partial refund with return to stock, a Magento
-rejection, a transient 503 that succeeds on retry, and a repeated idempotency key.
+rejection, a transient 503 that succeeds on retry, and a repeated idempotency key. Two shops: the
+simulator serves a second Magento under ``/eu`` (REFUND_WORKER_SHOPS), whose refunds, credit
+memos and emails stay in that shop.
 """
 
 from __future__ import annotations
@@ -30,6 +32,8 @@ from refund_worker.simulator import SimulatorState
 from refund_worker.simulator.testing import running_simulator
 
 DEMO_TOKEN = "demo-integration-token"
+#: The demo's second shop, served by the same simulator under ``/eu``.
+SECOND_SHOP = "eu"
 #: Seconds the whole demo may take before it reports what is still open.
 DEADLINE = 25.0
 
@@ -49,7 +53,8 @@ class DemoReport:
 
     rows: list[tuple[Scenario, RefundReceipt, RefundView]] = field(default_factory=list)
     duplicate: RefundReceipt | None = None
-    emails: dict[int, int] = field(default_factory=dict)  # credit memo id -> emails sent
+    #: "shop:credit memo id" -> emails sent (each shop numbers its own credit memos).
+    emails: dict[str, int] = field(default_factory=dict)
     creditmemos: int = 0
     seconds: float = 0.0
     database_path: str | None = None
@@ -59,7 +64,7 @@ class DemoReport:
         """Every refund reached its expected outcome and every notified one got one email."""
         outcomes = all(view.status.value == scenario.expect for scenario, _, view in self.rows)
         emails = all(
-            self.emails.get(view.creditmemo_id or 0, 0) == 1
+            self.emails.get(f"{view.shop}:{view.creditmemo_id}", 0) == 1
             for scenario, _, view in self.rows
             if scenario.request.get("notify_customer") and view.status.value == "succeeded"
         )
@@ -70,6 +75,7 @@ class DemoReport:
         table = Table(title="refund-worker demo: outcomes", show_lines=True)
         for column in (
             "scenario",
+            "shop",
             "order",
             "service",
             "status",
@@ -82,6 +88,7 @@ class DemoReport:
             colour = "green" if view.status.value == scenario.expect else "red"
             table.add_row(
                 scenario.title,
+                view.shop,
                 str(view.order_id),
                 view.service or "-",
                 f"[{colour}]{view.status.value}[/{colour}]",
@@ -102,7 +109,7 @@ class DemoReport:
             table.add_row(
                 scenario.title,
                 view.notification_status.value,
-                str(self.emails.get(view.creditmemo_id or 0, 0)),
+                str(self.emails.get(f"{view.shop}:{view.creditmemo_id}", 0)),
             )
         return table
 
@@ -274,11 +281,39 @@ def scenarios(state: SimulatorState) -> list[Scenario]:
     ]
 
 
+def second_shop_scenarios(state: SimulatorState) -> list[Scenario]:
+    """The second shop's refunds: its own orders, credit memos and emails."""
+    order = state.add_order(
+        {
+            "payment_method": "braintree",
+            "shipping": 6,
+            "shipped": True,
+            "items": [{"sku": "JACKET-EU", "qty": 1, "price": 120.0}],
+        }
+    )
+    return [
+        Scenario(
+            f"second shop ({SECOND_SHOP}): online refund in its own Magento",
+            {
+                "idempotency_key": "demo-eu-online",
+                "shop": SECOND_SHOP,
+                "order_id": order["order_id"],
+                "notify_customer": True,
+            },
+            "succeeded",
+        )
+    ]
+
+
 def demo_settings(database_url: str, magento_url: str) -> Settings:
-    """Fast timings for a demo: quick backoff, short lease, no shared rate limit."""
+    """Fast timings for a demo: quick backoff, short lease, no shared rate limit; the second
+    shop under ``/eu`` of the same simulator."""
+    second = {"name": SECOND_SHOP, "url": f"{magento_url}/{SECOND_SHOP}", "token": DEMO_TOKEN,
+              "timeout": 3, "rate_limit": 0}
     return Settings(
         broker_url="memory://",
         database_url=database_url,
+        shops=[second],
         magento_url=magento_url,
         magento_token=DEMO_TOKEN,
         magento_timeout=3,
@@ -305,15 +340,20 @@ def run_demo(*, keep: bool = False) -> DemoReport:
     workdir = Path(tempfile.mkdtemp(prefix="refund-worker-demo-"))
     report = DemoReport(database_path=str(workdir / "demo.db") if keep else None)
     state = SimulatorState(seed="demo", tokens={DEMO_TOKEN: None})
+    second = SimulatorState(tokens={DEMO_TOKEN: None})
     try:
-        with running_simulator(state) as simulator:
+        with running_simulator(state, shops={SECOND_SHOP: second}) as simulator:
             settings = demo_settings(f"sqlite:///{workdir / 'demo.db'}", simulator.url)
             configure(app, settings)
             runtime = Runtime.from_settings(settings)
             runtime.check_ready()
             set_runtime(runtime)
-            plan = scenarios(state)
+            plan = [
+                Scenario(s.title, {"shop": "default", **s.request}, s.expect)
+                for s in scenarios(state)
+            ] + second_shop_scenarios(second)
             publisher = CeleryPublisher(app)
+            shops = settings.intake_shops
             with start_worker(
                 app,
                 # An in-process worker skips the signal that adds these queues to a real one.
@@ -325,18 +365,21 @@ def run_demo(*, keep: bool = False) -> DemoReport:
                 shutdown_timeout=10,
             ):
                 receipts = [
-                    intake.enqueue_refund(s.request, database=runtime.database, publisher=publisher)
+                    intake.enqueue_refund(
+                        s.request, database=runtime.database, publisher=publisher, shops=shops
+                    )
                     for s in plan
                 ]
                 report.duplicate = intake.enqueue_refund(
-                    plan[0].request, database=runtime.database, publisher=publisher
+                    plan[0].request, database=runtime.database, publisher=publisher, shops=shops
                 )
                 views = _wait(runtime, [r.refund_id for r in receipts], started)
             report.rows = [(s, r, views[r.refund_id]) for s, r in zip(plan, receipts, strict=True)]
-            for email in state.emails():
-                creditmemo_id = int(email.get("creditmemo_id") or 0)
-                report.emails[creditmemo_id] = report.emails.get(creditmemo_id, 0) + 1
-            report.creditmemos = len(state.creditmemos())
+            for name, shop_state in (("default", state), (SECOND_SHOP, second)):
+                for email in shop_state.emails():
+                    key = f"{name}:{int(email.get('creditmemo_id') or 0)}"
+                    report.emails[key] = report.emails.get(key, 0) + 1
+            report.creditmemos = len(state.creditmemos()) + len(second.creditmemos())
             runtime.close()
             set_runtime(None)
     finally:

@@ -31,7 +31,7 @@ local now = tonumber(now_parts[1]) + tonumber(now_parts[2]) / 1000000
 local interval = tonumber(ARGV[1])
 local burst = tonumber(ARGV[2])
 local paused = tonumber(redis.call('GET', KEYS[2]) or '0')
-if paused > now then return tostring(paused - now) end
+if paused > now then return 'p' .. tostring(paused - now) end
 local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
 if tat < now then tat = now end
 local allow_at = tat - burst * interval
@@ -70,8 +70,8 @@ redis.call('PEXPIRE', KEYS[1], math.ceil(lease * 1000) + 1000)
 return '0'
 """
 
-#: A shop that answered "unavailable" (5xx, timeout, no connection) is paused for half as long
-#: as it has been failing (at least ``SICK_PAUSE_MIN``, at most the caller's cap); it counts as
+#: A shop that answered "unavailable" (5xx, timeout, no connection) is paused for as long as it
+#: has been failing (at least ``SICK_PAUSE_MIN``, at most the caller's cap); it counts as
 #: failing until ``SICK_MEMORY`` seconds pass without a failure.
 _SICK = """
 local now_parts = redis.call('TIME')
@@ -79,7 +79,7 @@ local now = tonumber(now_parts[1]) + tonumber(now_parts[2]) / 1000000
 local memory = tonumber(ARGV[3])
 local since = tonumber(redis.call('GET', KEYS[2]) or tostring(now))
 redis.call('SET', KEYS[2], tostring(since), 'PX', math.ceil(memory * 1000))
-local pause = math.min(tonumber(ARGV[2]), math.max(tonumber(ARGV[1]), (now - since) / 2))
+local pause = math.min(tonumber(ARGV[2]), math.max(tonumber(ARGV[1]), now - since))
 local until_ts = now + pause
 local current = tonumber(redis.call('GET', KEYS[1]) or '0')
 if until_ts > current then
@@ -90,7 +90,7 @@ return tostring(pause)
 
 #: What ``ShopGate.enter`` answers when the shop has ``max_in_flight`` attempts running.
 FULL = -1.0
-SICK_PAUSE_MIN = 1.0
+SICK_PAUSE_MIN = 2.0
 SICK_MEMORY = 30.0
 
 
@@ -103,6 +103,15 @@ def limiter_keys(shop: str) -> tuple[str, str, str, str]:
         f"refund-worker:inflight:{shop}",
         f"refund-worker:sick:{shop}",
     )
+
+
+class ShopPaused(MagentoRateLimited):
+    """The shop is paused (a 429, or it is down) for longer than a thread should sleep: the
+    caller defers the refund instead (nothing counted)."""
+
+
+#: A pause this short is slept through in ``acquire``; a longer one raises ``ShopPaused``.
+MAX_PAUSE_SLEEP = 1.0
 
 
 class ShopGate(Protocol):
@@ -169,7 +178,7 @@ class LocalGate:
             if self._sick_since is None or now - self._last_failure > SICK_MEMORY:
                 self._sick_since = now
             self._last_failure = now
-            pause = min(longest, max(SICK_PAUSE_MIN, (now - self._sick_since) / 2))
+            pause = min(longest, max(SICK_PAUSE_MIN, now - self._sick_since))
             self._paused_until = max(self._paused_until, now + pause)
             return pause
 
@@ -205,7 +214,7 @@ class RedisShopGate:
             log.warning("could not free a shop slot: %s", exc)
 
     def unavailable(self, longest: float) -> float:
-        """Pause every worker's attempts of the shop: half as long as it has been failing."""
+        """Pause every worker's attempts of the shop: as long as it has been failing."""
         try:
             args = [SICK_PAUSE_MIN, max(SICK_PAUSE_MIN, longest), SICK_MEMORY]
             return float(self._sick(keys=self._sick_keys, args=args))
@@ -265,12 +274,16 @@ class RedisCallLimiter:
         waited = False
         while True:
             try:
-                wait = float(self._gcra(keys=self._keys, args=[self._interval, self._burst]))
+                answer = self._gcra(keys=self._keys, args=[self._interval, self._burst])
             except redis.RedisError as exc:
                 log.warning("rate limiter unavailable, letting the call through: %s", exc)
                 break
+            text = answer.decode() if isinstance(answer, bytes) else str(answer)
+            wait = float(text.lstrip("p"))
             if wait <= 0:
                 break
+            if text.startswith("p") and wait > MAX_PAUSE_SLEEP:  # no thread sleeps through it
+                raise ShopPaused(f"the shop is paused for {wait:.1f}s", retry_after=wait)
             if time.monotonic() + wait > deadline:
                 metrics.rate_limit_refused()
                 raise MagentoRateLimited(

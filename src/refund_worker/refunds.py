@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import logging
 import random
+import threading
+import time
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
@@ -40,7 +42,14 @@ from refund_worker.errors import (
 from refund_worker.magento import CallRecord
 from refund_worker.markers import marker_for
 from refund_worker.models import utcnow
-from refund_worker.ratelimit import FULL, CallLimiter, NoLimit, OpenGate, ShopGate
+from refund_worker.ratelimit import (
+    FULL,
+    CallLimiter,
+    NoLimit,
+    OpenGate,
+    ShopGate,
+    ShopPaused,
+)
 from refund_worker.routing import RefundCall, needs_invoices, order_items_by_id, plan_refund
 from refund_worker.schemas import (
     DEFAULT_SHOP,
@@ -182,6 +191,10 @@ class RefundService:
         self.limiter = limiter or NoLimit()
         #: Every shop this worker may act on, by name (``magento`` alone: the ``default`` one).
         self.shops = single_shop(magento, self.limiter, shops)
+        #: Shops this process saw paused, until when (``time.monotonic``): their refunds are
+        #: put off before any claim (``_put_off``); empty, nothing extra runs.
+        self._paused: dict[str, float] = {}
+        self._paused_lock = threading.Lock()
         self.clock = clock
         self.rng = rng or random.Random()
         self.extra_offline = frozenset(settings.offline_payment_methods)
@@ -189,6 +202,10 @@ class RefundService:
     def process(self, refund_id: str) -> AttemptResult:
         """Run one attempt of ``refund_id``: claim, reconcile or refund, record."""
         now = self.clock()
+        if self._paused:
+            put_off = self._put_off(refund_id, now)
+            if put_off is not None:
+                return put_off
         claim = self.store.claim(
             refund_id,
             token=str(uuid.uuid4()),
@@ -219,9 +236,10 @@ class RefundService:
                 f"shop {shop.name!r} has its most refunds in flight; deferred, not attempted",
             )
         if wait > 0:  # spread over twice the pause: the shop is not hit by all at once after it
+            self._note_paused(shop.name, wait)
             return self._defer(
                 claim,
-                wait * (1 + self.rng.random()),
+                self._paused_delay(wait),
                 None,
                 f"shop {shop.name!r} is paused for {wait:.1f}s (a 429, or it is down); deferred",
             )
@@ -229,6 +247,47 @@ class RefundService:
             return self._admitted(claim, shop)
         finally:
             shop.gate.leave(claim.refund_id)
+
+    def _paused_delay(self, wait: float) -> float:
+        """When a refund of a shop paused for ``wait`` more seconds comes back: spread between
+        twice the pause and the pause plus half the longest countdown, so a shop that is down
+        costs each of its refunds a delivery every few tens of seconds, and is not hit by all of
+        them at once when it is back."""
+        longest = self.policy.longest_countdown
+        return min(longest, wait + self.rng.uniform(wait, max(wait, longest / 2)))
+
+    def _note_paused(self, shop: str, seconds: float) -> None:
+        with self._paused_lock:
+            until = time.monotonic() + seconds
+            self._paused[shop] = max(until, self._paused.get(shop, 0.0))
+
+    def _put_off(self, refund_id: str, now: datetime) -> AttemptResult | None:
+        """While a shop is paused, its refunds are put off with one statement (no claim, no
+        order lock, nothing counted): a sick shop costs the workers little."""
+        with self._paused_lock:
+            moment = time.monotonic()
+            for name in [name for name, until in self._paused.items() if until <= moment]:
+                del self._paused[name]
+            paused = dict(self._paused)
+        for name, until in paused.items():
+            wait = until - time.monotonic()
+            if wait <= 0:
+                continue
+            delay = self._paused_delay(wait)
+            if self.store.defer_if_of_shop(
+                refund_id,
+                shop=name,
+                next_attempt_at=now + timedelta(seconds=delay),
+                now=now,
+                due_by=now + DUE_SLACK,
+            ):
+                return AttemptResult(
+                    refund_id,
+                    RefundStatus.RETRYING,
+                    f"shop {name!r} is paused for {wait:.1f}s; put off, not attempted",
+                    retry_in=delay,
+                )
+        return None
 
     def _admitted(self, claim: ClaimedRefund, shop: Shop) -> AttemptResult:
         try:
@@ -279,6 +338,15 @@ class RefundService:
             return AttemptResult(
                 claim.refund_id, RefundStatus.PROCESSING, "lease lost; not called"
             )
+        except ShopPaused as exc:  # paused between the gate and a call: no money call was made
+            wait = exc.retry_after or 1.0
+            self._note_paused(shop.name, wait)
+            return self._defer(
+                claim,
+                self._paused_delay(wait),
+                None,
+                f"shop {shop.name!r} was paused for {wait:.1f}s before the call; deferred",
+            )
         except AttentionRequired as exc:
             return self._attention(claim, request, exc)
         except PermanentError as exc:
@@ -286,7 +354,9 @@ class RefundService:
         except RetryableError as exc:
             pause_on_rate_limit(exc, limiter)  # Magento's 429, on any call: the shop waits
             if isinstance(exc, MagentoUnavailable):  # the shop is down: its refunds hold back
-                shop.gate.unavailable(self.policy.longest_countdown)
+                paused = shop.gate.unavailable(self.policy.longest_countdown)
+                if paused > 0:
+                    self._note_paused(shop.name, paused)
             return self._retry(claim, request, exc)
         except Exception as exc:  # a bug or odd data must fail this refund, not loop forever
             log.exception("refund %s: unexpected error", claim.refund_id)

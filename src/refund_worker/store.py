@@ -217,6 +217,19 @@ _CLAIM = (
     )
 )
 
+#: A refund of a shop known to be paused, put off without a claim: one statement, no attempt
+#: counted, no order lock, its status and doubt untouched (only while some shop is paused).
+_DEFER_UNCLAIMED = (
+    update(_refunds)
+    .where(_THIS_REFUND, _refunds.c.shop == _param("p_shop", _refunds.c.shop), _CLAIMABLE)
+    .values(
+        next_attempt_at=_param("p_next_attempt_at", _refunds.c.next_attempt_at),
+        published_at=_P_NOW,
+        version=_NEXT_VERSION,
+        updated_at=_P_NOW,
+    )
+)
+
 #: Why a claim took nothing (read only then).
 _CLAIM_EXPLAIN = select(
     _refunds.c.status, _refunds.c.lease_expires_at, _refunds.c.next_attempt_at
@@ -709,6 +722,22 @@ class RefundStore:
             event_type=EventType.NEEDS_ATTENTION,
         )
 
+    def defer_if_of_shop(
+        self, refund_id: str, *, shop: str, next_attempt_at: datetime, now: datetime,
+        due_by: datetime,
+    ) -> bool:
+        """Put ``refund_id`` off until ``next_attempt_at`` if it is ``shop``'s and could be
+        claimed now; True when it was (nothing else changed)."""
+        params = {
+            "p_refund_id": refund_id,
+            "p_shop": shop,
+            "p_next_attempt_at": next_attempt_at,
+            "p_now": now,
+            "p_due": due_by,
+        }
+        with self.database.statement_scope() as connection:
+            return rowcount(connection.execute(_DEFER_UNCLAIMED, params)) == 1
+
     def record_deferral(
         self, claim: ClaimedRefund, *, next_attempt_at: datetime, reason: str | None, now: datetime
     ) -> bool:
@@ -729,6 +758,7 @@ class RefundStore:
             held = rowcount(connection.execute(_RECORD_DEFERRAL, params)) == 1
             if held:
                 connection.execute(_RELEASE_ORDER_LOCK, params)
+            insert_calls(connection, claim.refund_id, claim.attempt, claim.calls)
         return held
 
     def creditmemo_owner(self, creditmemo_id: int, *, shop: str = "default") -> str | None:

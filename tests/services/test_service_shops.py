@@ -18,7 +18,7 @@ from refund_worker.magento import BearerAuth, CallRecord, MagentoClient
 from refund_worker.markers import comment_with_marker, marker_for
 from refund_worker.models import Refund, utcnow
 from refund_worker.notifications import NotificationService
-from refund_worker.ratelimit import LocalGate, OpenGate, ShopGate
+from refund_worker.ratelimit import LocalGate, OpenGate, ShopGate, ShopPaused
 from refund_worker.refunds import MagentoAPI, RefundService, Shop
 from refund_worker.settings import ApiKey, Settings
 from refund_worker.simulator import SimulatorState
@@ -281,3 +281,25 @@ def test_a_shop_that_is_down_pauses_itself_and_not_the_others(shops: Shops) -> N
     assert shops.row(second).attempts == 0
     assert len(shops.calls) == calls
     assert service.process(us).status == "succeeded"
+
+
+class _PausedLimiter:
+    """The shop's pause begins between the gate and the first call (another worker's 503)."""
+
+    def acquire(self) -> None:
+        raise ShopPaused("the shop is paused for 4.0s", retry_after=4.0)
+
+    def pause(self, seconds: float) -> None:
+        raise AssertionError("nothing was answered")
+
+
+def test_a_pause_that_begins_after_the_gate_defers_without_sleeping(shops: Shops) -> None:
+    refund = shops.enqueue("eu", shops.order("eu")["order_id"])
+    service = shops.refunds()
+    service.shops["eu"] = Shop("eu", service.shops["eu"].magento, _PausedLimiter())
+    result = service.process(refund)
+    assert result.status == "retrying"
+    assert "paused for 4.0s before the call" in result.detail
+    row = shops.row(refund)
+    assert (row.status, row.attempts, row.lease_token) == ("retrying", 0, None)
+    assert shops.calls == []

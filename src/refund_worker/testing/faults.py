@@ -855,12 +855,18 @@ def evaluate(
     orders: list[PlannedOrder],
     keys: dict[str, str],
     started_wall: float,
+    shop: str | None = None,
 ) -> tuple[list[Check], dict[str, Any], dict[str, int], dict[str, list[Any]]]:
-    """Every invariant, from our database and what Magento (the simulator) holds."""
+    """Every invariant, from our database and what Magento (the simulator) holds; with
+    ``shop``, that shop's refunds against that shop's simulator."""
+    only = [Refund.shop == shop] if shop is not None else []
     with database.session_scope() as session:
-        rows = {row.id: row for row in session.scalars(select(Refund))}
+        rows = {row.id: row for row in session.scalars(select(Refund).where(*only))}
         reconciled = session.scalar(
-            select(func.count()).select_from(RefundEvent).where(RefundEvent.kind == "reconciled")
+            select(func.count())
+            .select_from(RefundEvent)
+            .join(Refund, Refund.id == RefundEvent.refund_id)
+            .where(RefundEvent.kind == "reconciled", *only)
         )
     memos = sim.creditmemos()
     emails = sim.emails()
@@ -1457,3 +1463,330 @@ def run_fault_run(
             receiver.stop()
             sim.close()
             database.dispose()
+
+
+# ----------------------------------------------------------------------------- several shops
+
+
+@dataclass
+class ShopsConfig:
+    """A run across several shops served by one simulator under /s1, /s2, ...: the last shop
+    answers ``sick_status`` to every call for ``sick_seconds`` (from the first refund) when
+    ``sick``; without it, that shop gets no refunds at all (the run to compare with)."""
+
+    shops: int = 3
+    refunds_per_shop: int = 300
+    workers: int = 2
+    concurrency: int = 8
+    sick: bool = True
+    sick_seconds: float = 60.0
+    sick_status: int = 503
+    #: Refunds of one shop in flight at once (the shop's ``max_in_flight``).
+    max_in_flight: int = 6
+    settle_timeout: float = 300.0
+    seed: int = 7
+    duplicate_messages: bool = True
+    timings: dict[str, str] = field(
+        default_factory=lambda: {
+            "LEASE_SECONDS": "15",
+            "RETRY_BACKOFF_BASE": "0.5",
+            "RETRY_BACKOFF_MAX": "30",
+            "IN_DOUBT_GRACE_SECONDS": "1",
+            "REPUBLISH_AFTER_SECONDS": "60",
+            "SWEEP_INTERVAL_SECONDS": "5",
+            "VISIBILITY_TIMEOUT": "180",
+            "MAX_ATTEMPTS": "10",
+            "NOTIFICATION_MAX_ATTEMPTS": "10",
+        }
+    )
+    pg_admin_url: str = PG_ADMIN_URL
+    log_level: str = "INFO"
+
+    @property
+    def names(self) -> list[str]:
+        return [f"s{number}" for number in range(1, self.shops + 1)]
+
+    @property
+    def sick_shop(self) -> str:
+        return self.names[-1]
+
+
+def shops_env(
+    config: ShopsConfig, broker_url: str, database_url: str, simulator_url: str
+) -> dict[str, str]:
+    """The workers' environment: REFUND_WORKER_SHOPS, one entry per simulator shop."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("REFUND_WORKER_")}
+    env.update({f"REFUND_WORKER_{k}": v for k, v in config.timings.items()})
+    shops = [
+        {
+            "name": name,
+            "url": f"{simulator_url}/{name}",
+            "token": TOKEN,
+            "timeout": 2,
+            "rate_limit": 400,
+            "max_in_flight": config.max_in_flight,
+        }
+        for name in config.names
+    ]
+    env.update(
+        {
+            "REFUND_WORKER_BROKER_URL": broker_url,
+            "REFUND_WORKER_DATABASE_URL": database_url,
+            "REFUND_WORKER_SHOPS": json.dumps(shops),
+            "REFUND_WORKER_MAGENTO_TIMEOUT": "2",
+            "REFUND_WORKER_LOG_LEVEL": config.log_level,
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT / "src"), env.get("PYTHONPATH")]))
+    return env
+
+
+def _open_count(database: Database, shops: Sequence[str]) -> int:
+    with database.session_scope() as session:
+        return int(
+            session.scalar(
+                select(func.count())
+                .select_from(Refund)
+                .where(
+                    Refund.shop.in_(list(shops)),
+                    Refund.status.notin_(("succeeded", "failed", "needs_attention"))
+                    | Refund.notification_status.in_(UNSETTLED_NOTIFICATIONS),
+                )
+            )
+            or 0
+        )
+
+
+def _wait_settled(
+    database: Database, fleet: Fleet, shops: Sequence[str], timeout: float
+) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        fleet.revive()
+        with contextlib.suppress(Exception):
+            if _open_count(database, shops) == 0:
+                return True
+        time.sleep(0.25)
+    return False
+
+
+def _throughput(database: Database, shops: Sequence[str], started_wall: float) -> dict[str, Any]:
+    """Refunds/s of ``shops``: their refunds over the time from the first one's intake to the
+    last one's settling (from the rows' own timestamps)."""
+    with database.session_scope() as session:
+        count, first, last = session.execute(
+            select(func.count(), func.min(Refund.created_at), func.max(Refund.settled_at)).where(
+                Refund.shop.in_(list(shops))
+            )
+        ).one()
+    if not count or last is None:
+        return {"refunds": 0, "seconds": None, "refunds_per_second": None}
+    seconds = max(1e-3, last.timestamp() - min(first.timestamp(), started_wall))
+    return {
+        "refunds": int(count),
+        "seconds": round(seconds, 2),
+        "refunds_per_second": round(count / seconds, 1),
+    }
+
+
+def run_shops_run(
+    config: ShopsConfig,
+    workdir: Path | None = None,
+    progress: Callable[[str], None] = lambda _: None,
+) -> FaultReport:
+    """One run across ``config.shops`` shops; the report's figures hold the healthy shops'
+    refunds/s and each shop's invariants (0 lost, 0 duplicate credit memos, one email each)."""
+    rng = random.Random(config.seed)
+    run_id = f"shops{config.seed}-{uuid.uuid4().hex[:6]}"
+    workdir = workdir or Path(tempfile.mkdtemp(prefix="refund-shops-run-"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    names = config.names
+    busy = names if config.sick else names[:-1]
+    healthy = names[:-1]
+    shop_args = [arg for name in names for arg in ("--shop", name)]
+    with (
+        private_redis(workdir) as broker,
+        private_pg_database(config.pg_admin_url, "rw_shops") as (database_url, _),
+        simulator_subprocess(
+            workdir, ["--token", TOKEN, "--fault-seed", str(config.seed), *shop_args]
+        ) as simulator,
+    ):
+        sims = {name: SimControl(f"{simulator.url}/{name}") for name in names}
+        env = shops_env(config, broker.url(), database_url, simulator.url)
+        settings = settings_from_env(env)
+        database = Database.from_url(database_url)
+        fleet = Fleet(env, workdir, config.concurrency)
+        log = ChaosLog(started=time.monotonic())
+        try:
+            planned: dict[str, list[PlannedOrder]] = {}
+            requests: list[dict[str, Any]] = []
+            for name in busy:
+                orders = plan(FaultConfig(refunds=config.refunds_per_shop), rng)
+                made = sims[name].add_orders([order.spec for order in orders])
+                for order, summary in zip(orders, made, strict=True):
+                    order.order = summary
+                planned[name] = orders
+                for payload in payloads(orders, f"{run_id}-{name}"):
+                    requests.append({**payload, "shop": name})
+            rng.shuffle(requests)  # the shops' refunds interleaved in the queue
+            progress(f"{len(requests)} refunds planned over shops {', '.join(busy)}")
+            for index in range(config.workers):
+                fleet.start_worker(f"w{index + 1}")
+            fleet.start_beat()
+            fleet.wait_ready()
+            progress(f"{config.workers} workers x {config.concurrency} threads ready; {workdir}")
+
+            sick_fault: int | None = None
+            if config.sick:
+                sick_fault = sims[config.sick_shop].add_fault(
+                    {"route": "*", "kind": "status", "status": config.sick_status}
+                )
+            log = ChaosLog(started=time.monotonic())
+            started_wall = time.time()
+            publisher = DoublePublisher(
+                CeleryPublisher(create_app(settings)), 2 if config.duplicate_messages else 1
+            )
+            accepted: dict[str, str] = {}
+            for start in range(0, len(requests), 500):
+                batch = [validate_request(r) for r in requests[start : start + 500]]
+                for result in enqueue_refunds(
+                    batch,
+                    database=database,
+                    publisher=publisher,
+                    created_by="shops-run",
+                    shops=settings.intake_shops,
+                ):
+                    if isinstance(result, IntakeRejection):
+                        raise RuntimeError(f"intake refused a planned refund: {result.error}")
+                    accepted[result.idempotency_key] = result.refund_id
+            progress(f"intake done: {len(accepted)} accepted")
+
+            healthy_settled = _wait_settled(database, fleet, healthy, config.settle_timeout)
+            healthy_at = round(time.monotonic() - log.started, 1)
+            progress(f"healthy shops settled at t={healthy_at}s")
+            if sick_fault is not None:
+                while time.monotonic() - log.started < config.sick_seconds:
+                    time.sleep(0.2)
+                sims[config.sick_shop].remove_fault(sick_fault)
+                log.note("sick shop healthy again")
+                progress(f"{config.sick_shop} answers again at t={config.sick_seconds:.0f}s")
+            settled = _wait_settled(database, fleet, busy, config.settle_timeout)
+            settled_at = round(time.monotonic() - log.started, 1)
+            progress(f"all settled at t={settled_at}s" if settled else "NOT settled")
+
+            ids = list(accepted.values())
+            before = {name: len(sims[name].creditmemos()) for name in busy}
+            publisher.inner.publish_refunds(ids)  # late redelivery of every id: no new memo
+            publisher.inner.publish_notifications(ids)
+            time.sleep(4)
+            _wait_settled(database, fleet, busy, 30)
+            after = {name: len(sims[name].creditmemos()) for name in busy}
+
+            checks: list[Check] = []
+            figures: dict[str, Any] = {"shops": {}}
+            violations: dict[str, list[Any]] = {}
+            failures: dict[str, int] = {}
+            for name in busy:
+                keys = {k: v for k, v in accepted.items() if k.startswith(f"{run_id}-{name}-")}
+                shop_checks, shop_figures, shop_failures, shop_violations = evaluate(
+                    database, sims[name], planned[name], keys, started_wall, shop=name
+                )
+                role = "sick" if config.sick and name == config.sick_shop else "healthy"
+                shop_figures["throughput"] = _throughput(database, [name], started_wall)
+                figures["shops"][name] = {"role": role, **shop_figures}
+                for check in shop_checks:
+                    if check.ok is not None or check.label in ("succeeded", "refunds accepted"):
+                        checks.append(Check(f"{name}: {check.label}", check.value, check.ok))
+                for key, value in shop_violations.items():
+                    if value:
+                        violations[f"{name}:{key}"] = value
+                for reason, count in shop_failures.items():
+                    failures[f"{name}: {reason}"] = count
+            figures["healthy"] = _throughput(database, healthy, started_wall)
+            figures["healthy_settled_at_seconds"] = healthy_at if healthy_settled else None
+            figures["all_settled_at_seconds"] = settled_at if settled else None
+            figures["lost"] = sum(figures["shops"][n]["lost"] for n in busy)
+            figures["duplicate_creditmemos"] = sum(
+                figures["shops"][n]["duplicate_creditmemos"] for n in busy
+            )
+            checks.append(
+                Check(
+                    "healthy shops' refunds/s",
+                    figures["healthy"]["refunds_per_second"],
+                )
+            )
+            checks.append(Check("lost refunds, all shops (must be 0)", figures["lost"],
+                                figures["lost"] == 0))
+            checks.append(
+                Check(
+                    "duplicate credit memos, all shops (must be 0)",
+                    figures["duplicate_creditmemos"],
+                    figures["duplicate_creditmemos"] == 0,
+                )
+            )
+            checks.append(Check("late redelivery: new memos", sum(after.values()) -
+                                sum(before.values()), after == before))
+            checks.append(Check("settled within the bound", settled, settled))
+            with database.session_scope() as session:
+                calls = dict(
+                    session.execute(
+                        select(Refund.shop, func.count())
+                        .select_from(MagentoCall)
+                        .join(Refund, Refund.id == MagentoCall.refund_id)
+                        .group_by(Refund.shop)
+                    ).all()
+                )
+            figures["magento_calls_by_shop"] = calls
+            logs = fleet.log_counts(
+                {
+                    "tracebacks": "Traceback",
+                    "deferred (shop paused)": "is paused for",
+                    "unexpected error": "unexpected error",
+                }
+            )
+            return FaultReport(
+                config=asdict(config),
+                figures=figures,
+                checks=checks,
+                failures=failures,
+                violations=violations,
+                chaos={"log_counts": logs, "timeline": log.events,
+                       "worker_starts": dict(fleet.starts),
+                       "unexpected_exits": fleet.unexpected_exits},
+                workdir=str(workdir),
+            )
+        finally:
+            fleet.stop()
+            for sim in sims.values():
+                sim.close()
+            database.dispose()
+
+
+def run_shops_comparison(
+    config: ShopsConfig,
+    workdir: Path | None = None,
+    progress: Callable[[str], None] = lambda _: None,
+) -> dict[str, Any]:
+    """The healthy shops' refunds/s without the sick shop's refunds, then with them while it
+    answers ``sick_status``; ``ok`` when both runs kept every invariant and the healthy shops'
+    rate with the sick one is within 10% of the rate without it."""
+    workdir = workdir or Path(tempfile.mkdtemp(prefix="refund-shops-"))
+    reports = {}
+    for label, sick in (("without_sick_shop", False), ("with_sick_shop", True)):
+        progress(f"--- run {label}")
+        run = ShopsConfig(**{**asdict(config), "sick": sick})
+        reports[label] = run_shops_run(run, workdir / label, progress)
+    base = reports["without_sick_shop"].figures["healthy"]["refunds_per_second"]
+    sick = reports["with_sick_shop"].figures["healthy"]["refunds_per_second"]
+    ratio = round(sick / base, 3) if base and sick else None
+    within = ratio is not None and ratio >= 0.9
+    return {
+        "ok": within and all(report.ok for report in reports.values()),
+        "healthy_refunds_per_second_without_sick_shop": base,
+        "healthy_refunds_per_second_with_sick_shop": sick,
+        "ratio": ratio,
+        "within_10_percent": within,
+        "runs": {label: report.to_json() for label, report in reports.items()},
+        "tables": {label: report.table() for label, report in reports.items()},
+    }

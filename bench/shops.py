@@ -1,0 +1,84 @@
+"""Several shops: does a sick shop slow the healthy ones? Real workers, a private Redis, a
+PostgreSQL database of its own, one simulator serving shops s1..sN under path prefixes.
+
+    python bench/shops.py --shops 3 --refunds-per-shop 300 --sick-seconds 60
+
+Two runs: the healthy shops' refunds alone (the last shop configured but idle), then the same
+plus the last shop's refunds while that shop answers 503 to everything for ``--sick-seconds``.
+Each message is published once here (``--duplicates`` as the fault run: twice), and nothing is
+killed: ``python bench/fault_run.py --shops 3`` is the same run with duplicate messages.
+Reports the healthy shops' refunds/s in each (refunds over first intake to last settling, from
+the rows' timestamps), and each shop's invariants (0 lost, 0 duplicate credit memos, one email
+per notified refund). Writes ``bench/results/shops.json``; exits 1 when an invariant broke or the
+healthy rate with the sick shop is more than 10% below the rate without it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from dataclasses import fields
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from refund_worker.testing.faults import ShopsConfig, run_shops_comparison  # noqa: E402
+
+RESULTS = ROOT / "bench" / "results" / "shops.json"
+
+
+def parser(description: str, defaults: ShopsConfig) -> argparse.ArgumentParser:
+    """The options of a shops run (shared with ``bench/fault_run.py --shops``)."""
+    parsed = argparse.ArgumentParser(description=description)
+    parsed.add_argument("--shops", type=int, default=defaults.shops)
+    parsed.add_argument("--refunds-per-shop", type=int, default=defaults.refunds_per_shop)
+    parsed.add_argument("--workers", type=int, default=defaults.workers)
+    parsed.add_argument("--concurrency", type=int, default=defaults.concurrency)
+    parsed.add_argument("--max-in-flight", type=int, default=defaults.max_in_flight)
+    parsed.add_argument("--sick-seconds", type=float, default=defaults.sick_seconds)
+    parsed.add_argument("--sick-status", type=int, default=defaults.sick_status)
+    parsed.add_argument("--seed", type=int, default=defaults.seed)
+    parsed.add_argument(
+        "--duplicates",
+        dest="duplicate_messages",
+        action=argparse.BooleanOptionalAction,
+        default=defaults.duplicate_messages,
+        help="publish every message twice, as the fault run does",
+    )
+    parsed.add_argument("--workdir", type=Path, default=None)
+    return parsed
+
+
+def run(args: argparse.Namespace, output: Path) -> int:
+    names = {f.name for f in fields(ShopsConfig)}
+    config = ShopsConfig(**{k: v for k, v in vars(args).items() if k in names})
+    started = time.monotonic()
+    result = run_shops_comparison(
+        config, args.workdir, progress=lambda line: print(f"· {line}", flush=True)
+    )
+    for label, table in result.pop("tables").items():
+        print(f"\n{label}\n{table}")
+    result["command"] = " ".join(["python", *sys.argv])
+    result["wall_seconds"] = round(time.monotonic() - started, 1)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(json.dumps(result, indent=2, default=str) + "\n")
+    print(
+        f"\nhealthy shops: {result['healthy_refunds_per_second_without_sick_shop']} refunds/s "
+        f"without the sick shop, {result['healthy_refunds_per_second_with_sick_shop']} with it "
+        f"(ratio {result['ratio']}); {'OK' if result['ok'] else 'NOT OK'}; wrote {output}"
+    )
+    return 0 if result["ok"] else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    parsed = parser(__doc__.split("\n\n")[0], ShopsConfig(duplicate_messages=False))
+    parsed.add_argument("--output", type=Path, default=RESULTS)
+    args = parsed.parse_args(argv)
+    return run(args, args.output)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
