@@ -42,11 +42,18 @@ RESULTS = BENCH / "results"
 #: ``git archive HEAD src | tar -x -C /tmp/snap``) while others edit the tree.
 SRC = Path(os.environ.get("BENCH_SRC") or ROOT / "src").resolve()
 sys.path.insert(0, str(SRC))
+#: The Redis server (``BENCH_REDIS_PORT=6391`` for a private one); each script's ``--redis-db``
+#: picks its database.
+REDIS_PORT = int(os.environ.get("BENCH_REDIS_PORT") or 6379)
 
 from refund_worker import celery_app as _celery_app  # noqa: E402
 from refund_worker.celery_app import QUEUE, create_app  # noqa: E402
 from refund_worker.db import Database, upgrade  # noqa: E402
-from refund_worker.publishing import CeleryPublisher  # noqa: E402
+
+try:
+    from refund_worker.publishing import CeleryPublisher
+except ImportError:  # a snapshot from before #19 (BENCH_SRC), when tasks.py published
+    from refund_worker.tasks import CeleryPublisher  # type: ignore[attr-defined,no-redef]
 from refund_worker.settings import Settings  # noqa: E402
 from refund_worker.simulator.testing import SimulatorProcess, simulator_process  # noqa: E402
 
@@ -120,7 +127,7 @@ class Stack:
 @contextlib.contextmanager
 def stack(redis_db: int = 7, name: str = "bench") -> Iterator[Stack]:
     """The whole environment; everything it created is removed on exit."""
-    redis_url = f"redis://127.0.0.1:6379/{redis_db}"
+    redis_url = f"redis://127.0.0.1:{REDIS_PORT}/{redis_db}"
     with (
         redis_database(redis_url),
         private_database(name) as database_url,

@@ -41,9 +41,9 @@ class DurableFloorPublisher:
         self.app = common.create_app(stack.settings)
 
     def publish_refunds(self, refund_ids: Sequence[str]) -> None:
-        from refund_worker import publishing
+        from worker import publish
 
-        publishing.publish(self.app, FLOOR_DURABLE_TASK, refund_ids)
+        publish(self.app, FLOOR_DURABLE_TASK, refund_ids)
 
     def publish_notifications(self, refund_ids: Sequence[str]) -> None:
         raise AssertionError("the floor's refunds are new: none has an email to publish")

@@ -23,8 +23,14 @@ from typing import Any, cast
 import patches
 from sqlalchemy import Table, bindparam, update
 
-from refund_worker import publishing
-from refund_worker.celery_app import NOTIFY_QUEUE, QUEUE, TASK_QUEUES, app
+from refund_worker.celery_app import NOTIFY_QUEUE, QUEUE, app
+
+try:
+    from refund_worker.celery_app import TASK_QUEUES
+    from refund_worker.publishing import publish
+except ImportError:  # a snapshot from before #19 (BENCH_SRC), when tasks.py published
+    from refund_worker.tasks import TASK_QUEUES  # type: ignore[attr-defined,no-redef]
+    from refund_worker.tasks import _publish as publish  # type: ignore[attr-defined,no-redef]
 from refund_worker.models import Refund
 from refund_worker.runtime import get_runtime
 
@@ -84,7 +90,7 @@ def floor_refund(ids: str) -> None:
         client.get_order(int(order_id))
         client.get_invoice(int(invoice_id))
         creditmemo_id = str(client.refund_invoice(int(invoice_id), FLOOR_BODY))
-    publishing.publish(app, FLOOR_EMAIL_TASK, [f"{mode}:{creditmemo_id}"])
+    publish(app, FLOOR_EMAIL_TASK, [f"{mode}:{creditmemo_id}"])
 
 
 @app.task(name=FLOOR_EMAIL_TASK, ignore_result=True, acks_late=True)
@@ -109,7 +115,7 @@ def floor_durable(refund_id: str) -> None:
     memo = runtime.client.refund_invoice(invoice_id, FLOOR_BODY)
     with runtime.database.statement_scope() as connection:
         connection.execute(_SUCCEEDED, {**params, "memo": memo})
-    publishing.publish(app, FLOOR_DURABLE_EMAIL_TASK, [refund_id])
+    publish(app, FLOOR_DURABLE_EMAIL_TASK, [refund_id])
 
 
 @app.task(name=FLOOR_DURABLE_EMAIL_TASK, ignore_result=True, acks_late=True)
