@@ -72,7 +72,7 @@ QUORUM = {"x-queue-type": "quorum"}
 
 
 def amqp_queues() -> list[Any]:
-    """The three queues as RabbitMQ quorum queues, each bound to a topic exchange of its name
+    """The four queues as RabbitMQ quorum queues, each bound to a topic exchange of its name
     (native delayed delivery needs one; messages published to the default exchange with the
     queue's name as routing key arrive too)."""
     from kombu.entity import Exchange, Queue
@@ -85,7 +85,7 @@ def amqp_queues() -> list[Any]:
             queue_arguments=QUORUM,
             durable=True,
         )
-        for name in (QUEUE, NOTIFY_QUEUE, SWEEP_QUEUE)
+        for name in (QUEUE, NOTIFY_QUEUE, SWEEP_QUEUE, WEBHOOK_QUEUE)
     ]
 
 
