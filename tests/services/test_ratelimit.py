@@ -9,7 +9,7 @@ import pytest
 import redis
 
 from refund_worker.errors import MagentoRateLimited
-from refund_worker.ratelimit import RedisCallLimiter
+from refund_worker.ratelimit import RedisCallLimiter, ShopPaused
 from refund_worker.refunds import RefundService
 from refund_worker.store import RefundStore
 from tests.services.conftest import Env
@@ -103,8 +103,12 @@ def test_waits_are_counted_once_per_call_with_their_time(redis_url: str) -> None
     waited = sample("refund_worker_ratelimit_wait_seconds_total") - seconds
     assert 0.12 <= waited < 1.0
     impatient = limiter(redis_url, rate=1000, max_wait=0.1)
-    impatient.pause(2)
+    impatient.pause(0.5)  # short enough to sleep through, longer than this caller may wait
     with pytest.raises(MagentoRateLimited):
         impatient.acquire()
     assert sample("refund_worker_ratelimit_waits_total", outcome="refused") == refused + 1
     assert sample("refund_worker_ratelimit_pauses_total") == pauses + 1
+    impatient.pause(5)  # a long pause defers the refund (ShopPaused) and is not a refusal
+    with pytest.raises(ShopPaused):
+        impatient.acquire()
+    assert sample("refund_worker_ratelimit_waits_total", outcome="refused") == refused + 1

@@ -65,7 +65,7 @@ def test_rabbitmq_gets_quorum_queues_confirmed_publishes_and_per_consumer_prefet
     settings = load_settings(broker_url=AMQP, _env_file=None)
     conf = create_app(settings).conf
     queues = {queue.name: queue for queue in conf.task_queues}
-    assert set(queues) == {"refunds", "refunds.notify", "refunds.sweep"}
+    assert set(queues) == {"refunds", "refunds.notify", "refunds.sweep", "webhooks"}
     for name, queue in queues.items():
         assert queue.queue_arguments == {"x-queue-type": "quorum"}
         assert queue.durable
