@@ -3,9 +3,9 @@
 Grafana is not packaged for Debian and cannot be installed offline, so this reads the dashboard's
 own panels (titles, grid positions, units, every target's PromQL and legend) and asks Prometheus'
 HTTP API for exactly those queries (``query_range`` for graphs, ``query`` for stats), with
-``$__rate_interval`` replaced as Grafana would (four scrape intervals, at least). It writes one
-HTML page of inline SVG (no script, nothing fetched) and, with ``--png``, screenshots it with
-headless Chromium.
+``$__rate_interval`` replaced as Grafana would (four scrape intervals, at least) and ``$shop`` as
+"All". It writes one HTML page of inline SVG (no script, nothing fetched) and, with ``--png``,
+screenshots it with headless Chromium.
 
     python bench/render_dashboard.py --prometheus http://127.0.0.1:9090 --start T0 --end T1 \
         --html /tmp/dashboard.html --png docs/images/grafana-dashboard.png
@@ -119,6 +119,11 @@ def timeseries_svg(series: list[tuple[str, list[tuple[float, float]]]], unit: st
     return "".join(parts)
 
 
+def grafana_expr(expr: str, rate_interval: str) -> str:
+    """A panel's PromQL as Grafana sends it: its variables replaced (every shop selected)."""
+    return expr.replace("$__rate_interval", rate_interval).replace("$shop", ".*")
+
+
 def render(prometheus: str, start: float, end: float, step: float, rate_interval: str,
            note: str) -> str:
     dashboard = json.loads(DASHBOARD.read_text())
@@ -138,7 +143,7 @@ def render(prometheus: str, start: float, end: float, step: float, rate_interval
         if panel["type"] == "stat":
             cells = []
             for target in panel["targets"]:
-                expr = target["expr"].replace("$__rate_interval", rate_interval)
+                expr = grafana_expr(target["expr"], rate_interval)
                 for result in query(prometheus, expr, end):
                     value = float(result["value"][1])
                     color = "#37872d"
@@ -155,7 +160,7 @@ def render(prometheus: str, start: float, end: float, step: float, rate_interval
         else:
             series: list[tuple[str, list[tuple[float, float]]]] = []
             for target in panel["targets"]:
-                expr = target["expr"].replace("$__rate_interval", rate_interval)
+                expr = grafana_expr(target["expr"], rate_interval)
                 for result in query_range(prometheus, expr, start, end, step):
                     points = [(float(t), float(v)) for t, v in result["values"]]
                     series.append((legend(target["legendFormat"], result["metric"]), points))

@@ -74,7 +74,7 @@ STATE_CACHE_SECONDS = 5.0
 
 @dataclass
 class _State:
-    refunds: dict[tuple[str, str], int] = field(default_factory=dict)
+    refunds: dict[tuple[str, str, str], int] = field(default_factory=dict)
     in_doubt: int = 0
     oldest_unsettled: float = 0.0
     emails: dict[str, int] = field(default_factory=dict)
@@ -140,6 +140,7 @@ class StateCollector(Collector):
         service = func.coalesce(Refund.service, Refund.service_requested)
         refunds = (
             select(
+                Refund.shop,
                 Refund.status,
                 service,
                 Refund.in_doubt,
@@ -147,7 +148,7 @@ class StateCollector(Collector):
                 func.min(Refund.created_at),
             )
             .where(Refund.status.in_([status.value for status in COUNTED]))
-            .group_by(Refund.status, service, Refund.in_doubt)
+            .group_by(Refund.shop, Refund.status, service, Refund.in_doubt)
         )
         emails = (
             select(Refund.notification_status, func.count())
@@ -159,8 +160,9 @@ class StateCollector(Collector):
         unsettled = {status.value for status in UNSETTLED}
         oldest: datetime | None = None
         with self._database.connection_scope() as connection:
-            for status, chosen, in_doubt, count, created in connection.execute(refunds):
-                key = (str(status), chosen if chosen in SERVICES else "other")
+            for shop, status, chosen, in_doubt, count, created in connection.execute(refunds):
+                # A row's shop is one an operator configured (intake refuses any other).
+                key = (str(shop), str(status), chosen if chosen in SERVICES else "other")
                 state.refunds[key] = state.refunds.get(key, 0) + int(count)
                 if status in unsettled:
                     if in_doubt:
@@ -189,11 +191,12 @@ def _families(state: _State) -> Iterator[Metric]:
     if state.up:
         refunds = GaugeMetricFamily(
             "refund_worker_refunds",
-            "Refunds by status (unsettled, failed, needs_attention; not succeeded) and service.",
-            labels=["status", "service"],
+            "Refunds by shop, status (unsettled, failed, needs_attention; not succeeded) and "
+            "service.",
+            labels=["shop", "status", "service"],
         )
-        for (status, service), count in sorted(state.refunds.items()):
-            refunds.add_metric([status, service], count)
+        for (shop, status, service), count in sorted(state.refunds.items()):
+            refunds.add_metric([shop, status, service], count)
         yield refunds
         in_doubt = GaugeMetricFamily(
             "refund_worker_refunds_in_doubt",

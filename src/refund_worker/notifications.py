@@ -149,7 +149,7 @@ class NotificationService:
         now = self.clock()
         next_at = now + timedelta(seconds=retry_in) if retry_in is not None else None
         recorded = self.store.record(claim, status=status, error=error, next_at=next_at, now=now)
-        metrics.email(status.value)
+        metrics.email(status.value, claim.shop)
         if not recorded:
             log.warning(
                 "refund %s: notification changed while sending; the next owner decides",

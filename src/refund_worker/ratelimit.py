@@ -257,6 +257,7 @@ class RedisCallLimiter:
         max_wait: float = 5.0,
     ) -> None:
         self._client = client
+        self._shop = instance
         self._keys = list(limiter_keys(instance)[:2])
         self._interval = 1.0 / rate
         self._burst = burst if burst is not None else max(1, int(rate))
@@ -285,18 +286,18 @@ class RedisCallLimiter:
             if text.startswith("p") and wait > MAX_PAUSE_SLEEP:  # no thread sleeps through it
                 raise ShopPaused(f"the shop is paused for {wait:.1f}s", retry_after=wait)
             if time.monotonic() + wait > deadline:
-                metrics.rate_limit_refused()
+                metrics.rate_limit_refused(self._shop)
                 raise MagentoRateLimited(
                     f"our shared Magento call limit has no room for {wait:.1f}s", retry_after=wait
                 )
             waited = True
             time.sleep(wait)
         if waited:
-            metrics.rate_limit_wait(time.monotonic() - started)
+            metrics.rate_limit_wait(time.monotonic() - started, self._shop)
 
     def pause(self, seconds: float) -> None:
         """Make every worker wait ``seconds`` before its next call to this instance."""
-        metrics.rate_limit_pause()
+        metrics.rate_limit_pause(self._shop)
         try:
             self._pause(keys=self._keys[1:], args=[max(0.0, seconds)])
         except redis.RedisError as exc:

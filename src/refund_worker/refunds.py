@@ -318,9 +318,9 @@ class RefundService:
             claim, next_attempt_at=now + timedelta(seconds=delay), reason=reason, now=now
         )
         if not held:
-            metrics.refund_attempt(claim.service, "lease_lost")
+            metrics.refund_attempt(claim.service, "lease_lost", claim.shop)
             return AttemptResult(claim.refund_id, RefundStatus.PROCESSING, "lease lost; deferred")
-        metrics.refund_attempt(claim.service, "deferred")
+        metrics.refund_attempt(claim.service, "deferred", claim.shop)
         return AttemptResult(
             claim.refund_id, RefundStatus.RETRYING, detail or reason or "deferred", retry_in=delay
         )
@@ -334,7 +334,7 @@ class RefundService:
             log.warning(
                 "refund %s: lease lost before the refund call; not calling", claim.refund_id
             )
-            metrics.refund_attempt(claim.service, "lease_lost")
+            metrics.refund_attempt(claim.service, "lease_lost", claim.shop)
             return AttemptResult(
                 claim.refund_id, RefundStatus.PROCESSING, "lease lost; not called"
             )
@@ -413,12 +413,12 @@ class RefundService:
         try:
             found = self._search_marker(claim, request, magento, limiter)
         except AttentionRequired:
-            metrics.reconciliation("needs_attention")
+            metrics.reconciliation("needs_attention", claim.shop)
             raise
         except Exception:
-            metrics.reconciliation("error")
+            metrics.reconciliation("error", claim.shop)
             raise
-        metrics.reconciliation("not_found" if found is None else "found")
+        metrics.reconciliation("not_found" if found is None else "found", claim.shop)
         return found
 
     def _search_marker(
@@ -519,11 +519,11 @@ class RefundService:
             found = AttentionRequired(f"{taken}; this refund found it too ({success.outcome})")
             return self._attention(claim, request, found)
         if not recorded:
-            metrics.refund_attempt(claim.service, "skipped")
+            metrics.refund_attempt(claim.service, "skipped", claim.shop)
             return AttemptResult(
                 claim.refund_id, RefundStatus.SUCCEEDED, "already recorded by another attempt"
             )
-        metrics.refund_attempt(claim.service, "succeeded")
+        metrics.refund_attempt(claim.service, "succeeded", claim.shop)
         log.info("refund %s succeeded: credit memo %s", claim.refund_id, success.creditmemo_id)
         return AttemptResult(
             claim.refund_id,
@@ -554,7 +554,7 @@ class RefundService:
             in_doubt=in_doubt,
             now=self.clock(),
         )
-        metrics.refund_attempt(claim.service, "failed")
+        metrics.refund_attempt(claim.service, "failed", claim.shop)
         log.warning("refund %s failed permanently: %s", claim.refund_id, error.message)
         return AttemptResult(claim.refund_id, RefundStatus.FAILED, error.message, error=error)
 
@@ -583,7 +583,7 @@ class RefundService:
             last_call_at=_refund_call_started(claim.calls, now),
             now=now,
         )
-        metrics.refund_attempt(claim.service, "retrying")
+        metrics.refund_attempt(claim.service, "retrying", claim.shop)
         log.info("refund %s will retry in %.1fs: %s", claim.refund_id, delay, error.message)
         return AttemptResult(claim.refund_id, RefundStatus.RETRYING, error.message, retry_in=delay)
 
@@ -592,7 +592,7 @@ class RefundService:
     ) -> AttemptResult:
         _describe(error, claim, request)
         self.store.record_attention(claim, reason=error.message, now=self.clock())
-        metrics.refund_attempt(claim.service, "needs_attention")
+        metrics.refund_attempt(claim.service, "needs_attention", claim.shop)
         log.error("refund %s needs attention: %s", claim.refund_id, error.message)
         return AttemptResult(
             claim.refund_id, RefundStatus.NEEDS_ATTENTION, error.message, error=error

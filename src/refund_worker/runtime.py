@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import httpx
 import redis
 
+from refund_worker import metrics
 from refund_worker.db import Database
 from refund_worker.errors import ConfigurationError
 from refund_worker.magento import BearerAuth, MagentoClient, OAuth1Auth
@@ -59,6 +60,7 @@ def shop_client(shop: ShopSettings) -> MagentoClient:
         store_code=shop.store_code,
         timeout=shop.timeout,
         transport=LeanTransport(),
+        shop=shop.name,
     )
 
 
@@ -84,6 +86,7 @@ class Runtime:
         each attempt records its calls through ``client.recording``. ``limiter``: the one
         limiter of every shop (tests)."""
         settings.require_magento()
+        metrics.use_shops(settings.shop_configs)
         database = Database.from_url(
             settings.database_dsn, pool_size=database_pool_size(settings, _task_slots)
         )

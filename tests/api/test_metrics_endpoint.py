@@ -44,8 +44,9 @@ def test_metrics_need_the_token_or_an_operator_key(start_api: StartApi) -> None:
     assert by_token.status_code == by_operator.status_code == 200
     assert by_token.headers["content-type"].startswith("text/plain; version=")
     found = samples(by_token.text)
-    assert found[("refund_worker_refunds", (("service", "auto"), ("status", "queued")))] == 1
-    assert found[("refund_worker_refunds", (("service", "invoice"),
+    assert found[("refund_worker_refunds", (("service", "auto"), ("shop", "default"),
+                                            ("status", "queued")))] == 1
+    assert found[("refund_worker_refunds", (("service", "invoice"), ("shop", "default"),
                                             ("status", "needs_attention")))] == 1
     assert found[("refund_worker_state_up", ())] == 1
     for leaked in ("tenant-secret", "erp", TOKEN, api.keys.producer):

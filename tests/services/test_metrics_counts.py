@@ -16,6 +16,9 @@ from tests.services.conftest import Env
 
 
 def value(name: str, **labels: str) -> float:
+    """A sample's value; ``shop`` is ``default`` unless named (webhooks are of no one shop)."""
+    if name != "refund_worker_webhook_deliveries_total":
+        labels = {"shop": "default", **labels}
     return REGISTRY.get_sample_value(name, labels) or 0.0
 
 
@@ -27,6 +30,11 @@ def snapshot() -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
             if sample.name.startswith("refund_worker_") and not sample.name.endswith("_created"):
                 found[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
     return found
+
+
+def key(name: str, **labels: str) -> tuple[str, tuple[tuple[str, str], ...]]:
+    """A sample's key in ``snapshot``; ``shop`` is ``default`` unless named."""
+    return name, tuple(sorted({"shop": "default", **labels}.items()))
 
 
 def delta(before: dict, after: dict) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -49,19 +57,19 @@ def test_an_in_doubt_refund_and_its_email_are_counted_once_each(env: Env) -> Non
     calls = "refund_worker_magento_calls_total"
     seconds = "refund_worker_magento_call_duration_seconds_count"
     assert delta(before, snapshot()) == {
-        ("refund_worker_refund_attempts_total", (("outcome", "retrying"), ("service", "order"))): 1,
-        ("refund_worker_refund_attempts_total", (("outcome", "succeeded"), ("service", "unknown"))):
-            1,  # found by the search: routing never ran in this attempt
-        ("refund_worker_reconciliations_total", (("outcome", "found"),)): 1,
-        (calls, (("operation", "order_get"), ("status", "200"))): 1,
-        (calls, (("operation", "order_refund"), ("status", "500"))): 1,
-        (calls, (("operation", "creditmemo_search"), ("status", "200"))): 1,
-        (calls, (("operation", "creditmemo_emails"), ("status", "200"))): 1,
-        (seconds, (("operation", "order_get"),)): 1,
-        (seconds, (("operation", "order_refund"),)): 1,
-        (seconds, (("operation", "creditmemo_search"),)): 1,
-        (seconds, (("operation", "creditmemo_emails"),)): 1,
-        ("refund_worker_emails_total", (("outcome", "sent"),)): 1,
+        key("refund_worker_refund_attempts_total", outcome="retrying", service="order"): 1,
+        # found by the search: routing never ran in this attempt
+        key("refund_worker_refund_attempts_total", outcome="succeeded", service="unknown"): 1,
+        key("refund_worker_reconciliations_total", outcome="found"): 1,
+        key(calls, operation="order_get", status="200"): 1,
+        key(calls, operation="order_refund", status="500"): 1,
+        key(calls, operation="creditmemo_search", status="200"): 1,
+        key(calls, operation="creditmemo_emails", status="200"): 1,
+        key(seconds, operation="order_get"): 1,
+        key(seconds, operation="order_refund"): 1,
+        key(seconds, operation="creditmemo_search"): 1,
+        key(seconds, operation="creditmemo_emails"): 1,
+        key("refund_worker_emails_total", outcome="sent"): 1,
     }
 
 
@@ -69,14 +77,15 @@ def test_a_rejected_refund_and_a_duplicate_delivery(env: Env) -> None:
     held = env.enqueue(order_id=env.order(state="holded")["order_id"])
     service = env.refunds()
     failed = value("refund_worker_refund_attempts_total", service="order", outcome="failed")
-    skipped = value("refund_worker_refund_attempts_total", service="unknown", outcome="skipped")
+    skipped = value("refund_worker_refund_attempts_total", service="unknown", outcome="skipped",
+                    shop="unknown")  # not claimed: its row was not read
     rejected = value("refund_worker_magento_calls_total", operation="order_refund", status="400")
     assert service.process(held).status == "failed"
     assert service.process(held).status == "failed"  # delivered again: not claimed, skipped
     assert value("refund_worker_refund_attempts_total", service="order", outcome="failed") == (
         failed + 1)
     assert value("refund_worker_refund_attempts_total", service="unknown",
-                 outcome="skipped") == skipped + 1
+                 outcome="skipped", shop="unknown") == skipped + 1
     assert value("refund_worker_magento_calls_total", operation="order_refund",
                  status="400") == rejected + 1
 
@@ -93,10 +102,14 @@ def test_labels_are_folded_to_values_the_code_chose() -> None:
     metrics.email(hostile)
     metrics.reconciliation(hostile)
     metrics.webhook_delivery(hostile)
+    metrics.magento_call("order_get", 200, 0.01, shop=hostile)  # a shop nobody configured
     text = generate_latest(REGISTRY).decode()
     assert "rma-1042" not in text
     assert value("refund_worker_magento_calls_total", operation="other", status="200") >= 1
-    assert value("refund_worker_refund_attempts_total", service="other", outcome="other") >= 1
+    assert value("refund_worker_magento_calls_total", operation="order_get", status="200",
+                 shop="other") >= 1
+    assert value("refund_worker_refund_attempts_total", service="other", outcome="other",
+                 shop="unknown") >= 1
     assert value("refund_worker_webhook_deliveries_total", outcome="other") >= 1
 
 
@@ -118,9 +131,11 @@ def test_the_state_gauges_read_the_database(env: Env) -> None:
         return registry.get_sample_value(name, labels)
 
     assert gauge("refund_worker_state_up") == 1
-    assert gauge("refund_worker_refunds", status="needs_attention", service="invoice") == 1
-    assert gauge("refund_worker_refunds", status="retrying", service="auto") == 1
-    assert gauge("refund_worker_refunds", status="succeeded", service="auto") is None  # not read
+    assert gauge("refund_worker_refunds", shop="default", status="needs_attention",
+                 service="invoice") == 1
+    assert gauge("refund_worker_refunds", shop="default", status="retrying", service="auto") == 1
+    assert gauge("refund_worker_refunds", shop="default", status="succeeded",
+                 service="auto") is None  # not read
     assert gauge("refund_worker_refunds_in_doubt") == 1
     oldest = gauge("refund_worker_oldest_unsettled_refund_age_seconds")
     assert oldest is not None
@@ -146,7 +161,7 @@ def test_a_deferred_refund_is_counted_as_deferred_not_as_an_attempt_outcome(env:
         connection.execute(update(Refund).where(Refund.id == refund_id).values(shop="uk"))
     before = snapshot()
     assert env.refunds().process(refund_id).status == "retrying"
-    assert delta(before, snapshot()) == {
-        ("refund_worker_refund_attempts_total", (("outcome", "deferred"), ("service", "unknown"))):
-            1,
+    assert delta(before, snapshot()) == {  # counted under no shop name: "uk" is not one
+        key("refund_worker_refund_attempts_total", outcome="deferred", service="unknown",
+            shop="other"): 1,
     }

@@ -157,6 +157,7 @@ class MagentoClient:
         transport: httpx.BaseTransport | None = None,
         on_call: Callable[[CallRecord], None] | None = None,
         user_agent: str = "refund-worker/0.1",
+        shop: str = "default",
     ) -> None:
         base_url = base_url.strip().rstrip("/")
         if not base_url.startswith(("http://", "https://")):
@@ -165,6 +166,7 @@ class MagentoClient:
             raise ConfigurationError("Magento timeout must be a positive number of seconds")
         self._store_code = self._checked_store_code(store_code, ConfigurationError)
         self._on_call = on_call
+        self._shop = shop  # the configured name its calls are counted under
         # The base URL as httpx.Client would merge it: a path prefix keeps its trailing slash.
         self._base_url = base_url + "/"
         self._auth = auth
@@ -456,7 +458,7 @@ class MagentoClient:
             raise
         finally:
             duration_ms = (time.perf_counter() - started) * 1000.0
-            metrics.magento_call(operation, status, duration_ms / 1000.0)
+            metrics.magento_call(operation, status, duration_ms / 1000.0, self._shop)
             logger.debug(
                 "magento %s %s %s -> %s in %.1f ms",
                 operation,
