@@ -29,6 +29,7 @@ ENV = {
     "REFUND_WORKER_MAGENTO_TOKEN": "integration-token-1",
     "REFUND_WORKER_FLOWER_BASIC_AUTH": "ops:flower-Secret-1",
     "REFUND_WORKER_METRICS_TOKEN": "metrics-token-Secret-0123456789",
+    "REFUND_WORKER_SECRET_KEY": "secret-key-Secret-0123456789abcdefghij",
 }
 
 _VARIABLE = re.compile(

@@ -167,6 +167,7 @@ def test_secrets_come_from_the_environment_and_only_where_needed(
             "REFUND_WORKER_FLOWER_BASIC_AUTH",
             "REFUND_WORKER_API_KEYS",
             "REFUND_WORKER_METRICS_TOKEN",
+            "REFUND_WORKER_SECRET_KEY",
         )
     }
     assert holders == {
@@ -174,6 +175,7 @@ def test_secrets_come_from_the_environment_and_only_where_needed(
         "REFUND_WORKER_FLOWER_BASIC_AUTH": ["flower"],
         "REFUND_WORKER_API_KEYS": ["api"],
         "REFUND_WORKER_METRICS_TOKEN": ["api", "worker"],
+        "REFUND_WORKER_SECRET_KEY": ["api", "worker"],
     }
     secrets = {name: spec.get("secrets", []) for name, spec in services.items()}
     assert {name for name, used in secrets.items() if used} == {"prometheus", "grafana"}
