@@ -49,7 +49,8 @@ from sqlalchemy import (
 )
 
 from refund_worker.db import Database
-from refund_worker.models import MagentoCall, Refund, RefundEvent
+from refund_worker.models import MagentoCall, Refund, RefundEvent, WebhookDelivery
+from refund_worker.outbox import DeliveryStatus
 from refund_worker.schemas import SETTLED_STATUSES, NotificationStatus
 from refund_worker.settings import MIN_RETENTION_DAYS
 
@@ -99,12 +100,17 @@ class HistoryTable:
         return not_(self.keep) if self.keep is not None else true()
 
 
-#: Every table prune removes rows of, in this order. A new table of history joins here
-#: (``HistoryTable(Outbox.__table__, keep=Outbox.__table__.c.delivered_at.is_(None))``); the
+_deliveries: Table = WebhookDelivery.__table__  # type: ignore[assignment]
+#: A webhook delivery still on its way (pending, being delivered, retrying) is kept, and so is its
+#: refund: only delivered and given-up events are history.
+_DELIVERY_SETTLED = sorted({DeliveryStatus.DELIVERED.value, DeliveryStatus.FAILED.value})
+
+#: Every table prune removes rows of, in this order. A new table of history joins here; the
 #: tests run over this tuple.
 HISTORY_TABLES: tuple[HistoryTable, ...] = (
     HistoryTable(MagentoCall.__table__),  # type: ignore[arg-type]
     HistoryTable(RefundEvent.__table__),  # type: ignore[arg-type]
+    HistoryTable(_deliveries, keep=_deliveries.c.status.not_in(_DELIVERY_SETTLED)),
 )
 
 

@@ -18,7 +18,14 @@ from sqlalchemy import event, func, select
 
 from refund_worker.celery_app import PRUNE_TASK, beat_schedule
 from refund_worker.errors import ConfigurationError
-from refund_worker.models import MagentoCall, Refund, RefundEvent, utcnow
+from refund_worker.models import (
+    MagentoCall,
+    Refund,
+    RefundEvent,
+    WebhookDelivery,
+    WebhookEndpoint,
+    utcnow,
+)
 from refund_worker.retention import HISTORY_TABLES, MIN_RETENTION, Archive, prune
 from refund_worker.settings import MIN_RETENTION_DAYS, load_settings
 from tests.cli.conftest import Cli
@@ -103,7 +110,7 @@ def test_only_the_history_of_settled_refunds_older_than_the_cutoff_goes(any_cli:
 
     assert result.exit_code == 0, result.output
     document = json.loads(result.stdout)
-    assert document["removed"] == {"magento_calls": 8, "refund_events": 5}
+    assert document["removed"] == {"magento_calls": 8, "refund_events": 5, "webhook_deliveries": 0}
     assert document["dry_run"] is False
     history = _history(any_cli)
     assert {key for key, left in history.items() if left == (0, 0)} == goes
@@ -132,7 +139,7 @@ def test_batches_are_short_transactions_keyset_by_id(any_cli: Cli) -> None:
         event.remove(engine, "after_cursor_execute", after)
     # 25 calls in batches of 10 (the last with 5), then 5 events in one batch.
     assert len(deletes) == 3
-    assert report.removed == {"magento_calls": 25, "refund_events": 5}
+    assert report.removed == {"magento_calls": 25, "refund_events": 5, "webhook_deliveries": 0}
     assert report.batches == 4
     assert slept == [0.25, 0.25]  # between full batches only
     assert len(commits) >= 4  # each batch its own transaction
@@ -146,12 +153,14 @@ def test_the_dry_run_counts_what_the_prune_then_removes(any_cli: Cli) -> None:
     dry = any_cli.json("db", "prune", "--older-than", "180d", "--dry-run", "--include-refunds")
     assert _history(any_cli) == before  # nothing changed
     assert dry["dry_run"] is True
-    assert dry["removed"] == {"magento_calls": 8, "refund_events": 4, "refunds": 4}
+    assert dry["removed"] == {"magento_calls": 8, "refund_events": 4, "webhook_deliveries": 0,
+                              "refunds": 4}
 
     done = any_cli.json("db", "prune", "--older-than", "180d", "--include-refunds")
     assert done["removed"] == dry["removed"]
     again = any_cli.json("db", "prune", "--older-than", "180d", "--dry-run", "--include-refunds")
-    assert again["removed"] == {"magento_calls": 0, "refund_events": 0, "refunds": 0}
+    assert again["removed"] == {"magento_calls": 0, "refund_events": 0, "webhook_deliveries": 0,
+                                "refunds": 0}
 
 
 def test_include_refunds_removes_settled_rows_with_all_their_history(any_cli: Cli) -> None:
@@ -163,7 +172,8 @@ def test_include_refunds_removes_settled_rows_with_all_their_history(any_cli: Cl
 
     report = prune(any_cli.database, cutoff=CUTOFF, batch=2, include_refunds=True)
 
-    assert report.removed == {"magento_calls": 10, "refund_events": 6, "refunds": 5}
+    assert report.removed == {"magento_calls": 10, "refund_events": 6, "webhook_deliveries": 0,
+                              "refunds": 5}
     history = _history(any_cli)
     assert set(history) == keeps
     assert all(left == (2, 1) for left in history.values())
@@ -187,7 +197,8 @@ def test_the_archive_holds_every_removed_row(any_cli: Cli, tmp_path: Path) -> No
     by_table: dict[str, list[dict[str, Any]]] = {}
     for line in lines:
         by_table.setdefault(line["table"], []).append(line["row"])
-    assert {name: len(rows) for name, rows in by_table.items()} == done["removed"]
+    assert {name: len(rows) for name, rows in by_table.items()} == {
+        name: count for name, count in done["removed"].items() if count}
     archived_calls = {row["id"]: row for row in by_table["magento_calls"]}
     assert set(archived_calls) == set(expected_calls) - left_calls
     one = archived_calls[min(archived_calls)]
@@ -310,7 +321,8 @@ def test_the_prune_task_uses_the_setting(
 
     monkeypatch.setattr(tasks, "get_runtime", lambda: Runtime)
     monkeypatch.setattr(tasks, "PRUNE_PAUSE_SECONDS", 0)
-    assert tasks.prune_history() == {"magento_calls": 8, "refund_events": 4}
+    assert tasks.prune_history() == {"magento_calls": 8, "refund_events": 4,
+                                     "webhook_deliveries": 0}
     history = _history(any_cli)
     assert {key for key, left in history.items() if left == (0, 0)} == goes
     Runtime.settings = load_settings(prune_after_days=None)  # type: ignore[assignment]
@@ -342,3 +354,31 @@ def test_a_history_table_can_keep_rows_and_so_its_refund(any_cli: Cli) -> None:
     with any_cli.database.session_scope() as session:
         [(kind,)] = session.execute(select(RefundEvent.kind)).all()
     assert kind == "undelivered"
+
+
+def test_webhook_deliveries_go_once_delivered_or_given_up(any_cli: Cli) -> None:
+    """The outbox is history too: a settled refund's delivered and failed events go; one still on
+    its way (pending, delivering, retrying) stays, and keeps its refund."""
+    with any_cli.database.session_scope() as session:
+        session.add(WebhookEndpoint(id="ep-1", tenant="default", url="https://erp.test/hook",
+                                    event_types=",refund.failed,", secret_salt="s", key_id="k"))
+    by_status = {status: _refund(any_cli, f"failed-{status}", status="failed")
+                 for status in ("delivered", "failed", "pending", "delivering", "retrying")}
+    with any_cli.database.session_scope() as session:
+        for status, refund_id in by_status.items():
+            session.add(WebhookDelivery(event_id=f"msg_{status}", event_type="refund.failed",
+                                        refund_id=refund_id, endpoint_id="ep-1", data_json="{}",
+                                        status=status, created_at=OLD))
+    with any_cli.database.session_scope() as session:  # written at OLD bumped nothing; be sure
+        session.execute(Refund.__table__.update().values(updated_at=OLD))
+
+    dry = prune(any_cli.database, cutoff=CUTOFF, include_refunds=True, dry_run=True)
+    report = prune(any_cli.database, cutoff=CUTOFF, include_refunds=True)
+
+    assert report.removed == dry.removed == {
+        "magento_calls": 10, "refund_events": 5, "webhook_deliveries": 2, "refunds": 2}
+    with any_cli.database.session_scope() as session:
+        left = set(session.scalars(select(WebhookDelivery.status)))
+        refunds = set(session.scalars(select(Refund.idempotency_key)))
+    assert left == {"pending", "delivering", "retrying"}
+    assert refunds == {"failed-pending", "failed-delivering", "failed-retrying"}
