@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from http.cookiejar import CookieJar, DefaultCookiePolicy
 from typing import Any, cast
+from urllib.parse import urlsplit
 
 import httpx
 from sqlalchemy import Table, and_, bindparam, or_, select, update
@@ -38,9 +39,15 @@ from refund_worker.errors import ConfigurationError
 from refund_worker.models import Refund, WebhookDelivery, WebhookEndpoint, utcnow
 from refund_worker.outbox import DeliveryStatus
 from refund_worker.settings import Settings
+from refund_worker.webhooks.pinning import PinnedBackend, pinned_transport
 from refund_worker.webhooks.signing import signed_headers
 from refund_worker.webhooks.signing_keys import derive_secret
-from refund_worker.webhooks.urls import UnsafeDestination, check_destination
+from refund_worker.webhooks.urls import (
+    Resolver,
+    UnsafeDestination,
+    check_destination,
+    resolve_host,
+)
 
 __all__ = ["DeliveryResult", "DeliveryService", "render_body", "retry_delay"]
 
@@ -203,15 +210,17 @@ class DeliveryService:
         database: Database,
         settings: Settings,
         *,
-        client: httpx.Client | None = None,
         clock: Callable[[], datetime] = utcnow,
         rng: random.Random | None = None,
+        resolve: Resolver = resolve_host,
     ) -> None:
         self.database = database
         self.settings = settings
-        self.client = client or make_client(settings)
+        self._backend = PinnedBackend()
+        self.client = make_client(settings, self._backend)
         self.clock = clock
         self.rng = rng or random.Random()
+        self._resolve = resolve
 
     def deliver(self, delivery_id: int) -> DeliveryResult:
         """One attempt of ``delivery_id`` (nothing when it is not due, settled, or held)."""
@@ -270,9 +279,12 @@ class DeliveryService:
     ) -> tuple[int | None, str | None, str | None]:
         """POST once: (status, error or None when 2xx, the answer's first characters)."""
         try:
-            check_destination(url, self.settings.webhook_allowed_hosts)
+            addresses = check_destination(
+                url, self.settings.webhook_allowed_hosts, resolve=self._resolve
+            )
         except UnsafeDestination as exc:
             return None, f"refused destination: {exc}", None
+        host = urlsplit(url).hostname or ""
         headers = {
             "content-type": "application/json",
             "user-agent": "refund-worker",
@@ -280,7 +292,10 @@ class DeliveryService:
         }
         deadline = time.monotonic() + 2 * self.settings.webhook_timeout
         try:
-            with self.client.stream("POST", url, content=body, headers=headers) as response:
+            with (
+                self._backend.pinned(host, addresses[0]),  # the address just checked, no other
+                self.client.stream("POST", url, content=body, headers=headers) as response,
+            ):
                 read = b""
                 for chunk in response.iter_bytes():
                     read += chunk
@@ -393,15 +408,17 @@ class DeliveryService:
         self.client.close()
 
 
-def make_client(settings: Settings) -> httpx.Client:
+def make_client(settings: Settings, backend: PinnedBackend) -> httpx.Client:
     """The client deliveries share: the timeout per connect and per read, no redirects, no
     proxies or certificates from the environment, no cookies kept (a receiver's cookie must
-    never travel to another tenant's endpoint)."""
+    never travel to another tenant's endpoint), connections only to checked addresses
+    (``pinning``)."""
     timeout = httpx.Timeout(settings.webhook_timeout, connect=min(5.0, settings.webhook_timeout))
+    limits = httpx.Limits(max_connections=100, max_keepalive_connections=20)
     return httpx.Client(
         timeout=timeout,
         follow_redirects=False,
         trust_env=False,
         cookies=CookieJar(policy=DefaultCookiePolicy(allowed_domains=[])),
-        limits=httpx.Limits(max_connections=100, max_keepalive_connections=20),
+        transport=pinned_transport(backend, limits),
     )

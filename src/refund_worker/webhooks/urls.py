@@ -4,7 +4,8 @@ An endpoint's URL is ``https`` at a public address. Hosts named in
 ``REFUND_WORKER_WEBHOOK_ALLOWED_HOSTS`` (tests, development) may also use plain ``http`` and
 private, loopback or link-local addresses. The check runs when an endpoint is registered and again
 before every delivery (a name may have been pointed elsewhere since), on every address the name
-resolves to. No redirect is ever followed, so a receiver cannot bounce a delivery inside.
+resolves to, and the delivery connects to an address so checked (``pinning``). No redirect is
+ever followed, so a receiver cannot bounce a delivery inside.
 """
 
 from __future__ import annotations
@@ -14,7 +15,14 @@ import socket
 from collections.abc import Callable, Iterable
 from urllib.parse import urlsplit
 
-__all__ = ["MAX_URL_LENGTH", "UnsafeDestination", "check_destination", "check_url"]
+__all__ = [
+    "MAX_URL_LENGTH",
+    "Resolver",
+    "UnsafeDestination",
+    "check_destination",
+    "check_url",
+    "resolve_host",
+]
 
 MAX_URL_LENGTH = 2048
 
@@ -25,7 +33,8 @@ class UnsafeDestination(ValueError):
     """The URL is not one a webhook may be sent to (the message says why)."""
 
 
-def _resolve(host: str, port: int) -> list[str]:
+def resolve_host(host: str, port: int) -> list[str]:
+    """Every address ``host`` resolves to (``UnsafeDestination`` when it does not)."""
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except (socket.gaierror, UnicodeError) as exc:
@@ -65,7 +74,7 @@ def check_url(url: str, allowed_hosts: Iterable[str]) -> str:
 
 
 def check_destination(
-    url: str, allowed_hosts: Iterable[str], *, resolve: Resolver = _resolve
+    url: str, allowed_hosts: Iterable[str], *, resolve: Resolver = resolve_host
 ) -> list[str]:
     """The addresses ``url``'s host resolves to, when every one is public (or the host is
     allowed); ``UnsafeDestination`` otherwise."""
