@@ -14,6 +14,10 @@ deploy/prometheus/alerts.yml). The load, in phases:
    carries (needs_attention), a burst of ``--burst`` refunds at once (queue age);
 4. recovered: faults removed, steady again.
 
+An order system's webhook receiver (``refund_worker.testing.receiver``, a real socket) is
+registered for every event; it answers 500 to 30% of deliveries while Magento is degraded and is
+down for the first half of the trouble phase, so deliveries retry and then catch up.
+
 Then ``render_dashboard.py`` draws every panel of deploy/grafana/dashboards/refund-worker.json
 from that Prometheus and Chromium screenshots it:
 
@@ -37,7 +41,10 @@ import common
 import httpx
 import render_dashboard
 
+from refund_worker.testing.receiver import Receiver
+
 TOKEN = "bench-metrics-token-0123456789"
+SECRET_KEY = "bench-webhook-secret-key-0123456789abcdef"
 
 
 def free_port() -> int:
@@ -70,7 +77,13 @@ def main() -> None:
                           "REFUND_WORKER_RETRY_BACKOFF_MAX": "10",
                           "REFUND_WORKER_IN_DOUBT_GRACE_SECONDS": "2",
                           # the shared call limit, so that a burst meets it
-                          "REFUND_WORKER_MAGENTO_RATE_LIMIT": str(args.call_limit)})
+                          "REFUND_WORKER_MAGENTO_RATE_LIMIT": str(args.call_limit),
+                          "REFUND_WORKER_SECRET_KEY": SECRET_KEY,
+                          "REFUND_WORKER_WEBHOOK_ALLOWED_HOSTS": '["127.0.0.1"]',
+                          "REFUND_WORKER_WEBHOOK_RETRY_BASE_SECONDS": "2",
+                          "REFUND_WORKER_WEBHOOK_RETRY_MAX_SECONDS": "10"})
+        receiver = Receiver().start()
+        register_receiver(stack, receiver)
         stack.start_worker(concurrency=16, patches=["metrics-exporter"])
         api_env = {k: v for k, v in stack.env.items()
                    if k not in ("PROMETHEUS_MULTIPROC_DIR", "REFUND_WORKER_METRICS_PORT")}
@@ -83,7 +96,7 @@ def main() -> None:
             wait_ready(f"http://127.0.0.1:{api_port}/healthz")
             wait_ready(f"http://127.0.0.1:{prom_port}/-/ready")
             start = time.time()
-            load(stack, args)
+            load(stack, args, receiver)
             time.sleep(20)  # the last scrapes
             end = time.time()
             page = render_dashboard.render(
@@ -105,6 +118,9 @@ def main() -> None:
             for process in (prometheus, api):
                 os.killpg(process.pid, signal.SIGTERM)
                 process.wait(timeout=20)
+            receiver.stop()
+            print(f"webhook receiver: {len(receiver.received)} requests, "
+                  f"{len(receiver.delivered())} answered 2xx")
 
 
 def start_prometheus(work: Path, port: int, worker_port: int,
@@ -142,7 +158,21 @@ def wait_ready(url: str, timeout: float = 60) -> None:
         time.sleep(0.5)
 
 
-def load(stack: common.Stack, args: argparse.Namespace) -> None:
+def register_receiver(stack: common.Stack, receiver: Receiver) -> None:
+    """The order system's endpoint, for every event type (as ``POST /v1/webhook-endpoints``)."""
+    from pydantic import SecretStr
+
+    from refund_worker.outbox import EventType
+    from refund_worker.webhooks.endpoints import EndpointRequest, register
+
+    settings = stack.settings.model_copy(update={
+        "secret_key": SecretStr(SECRET_KEY), "webhook_allowed_hosts": ["127.0.0.1"]})
+    register(stack.database, settings,
+             EndpointRequest(url=receiver.url, event_types=list(EventType)),
+             tenant="default", created_by="bench")
+
+
+def load(stack: common.Stack, args: argparse.Namespace, receiver: Receiver) -> None:
     from refund_worker.intake import enqueue_refunds, validate_request
 
     publisher = stack.publisher()
@@ -172,12 +202,15 @@ def load(stack: common.Stack, args: argparse.Namespace) -> None:
     print("phase 1: steady")
     steady(args.phase)
     print("phase 2: Magento degraded")
+    receiver.mode = "flaky:0.3"
     sim.post("/_simulator/faults", json={"faults": [
         {"route": "invoice_refund", "kind": "status", "status": 503, "probability": 0.3},
         {"route": "invoice_refund", "kind": "latency", "ms": 400}]}).raise_for_status()
     steady(args.phase)
     print("phase 3: trouble")
     sim.delete("/_simulator/faults").raise_for_status()
+    receiver.mode = "ok"
+    receiver.stop()  # the order system is down for a while: its deliveries retry
     held = [sim.post("/_simulator/orders", json={
         "payment_method": "checkmo", "state": "holded",
         "items": [{"sku": "LAMP", "qty": 1, "price": 80}]}).json() for _ in range(12)]
@@ -191,7 +224,9 @@ def load(stack: common.Stack, args: argparse.Namespace) -> None:
         burst.append({"idempotency_key": f"burst-{counter[0]}", "order_id": order_id,
                       "invoice_id": invoice_id})
     send(burst)
-    steady(args.phase / 2)
+    steady(args.phase / 4)
+    receiver.start()
+    steady(args.phase / 4)
     print("phase 4: recovered")
     steady(args.phase)
     sim.close()
