@@ -119,7 +119,8 @@ SignedAmount = Annotated[
     Field(ge=-MAX_AMOUNT, le=MAX_AMOUNT, allow_inf_nan=False),
     AfterValidator(_finite_with_four_places),
 ]
-Rate = Annotated[Decimal, Field(gt=0, le=MAX_AMOUNT, allow_inf_nan=False)]
+#: A currency rate; Magento stores 0 for the store rates it does not use.
+Rate = Annotated[Decimal, Field(ge=0, le=MAX_AMOUNT, allow_inf_nan=False)]
 CurrencyCode = Annotated[str, StringConstraints(pattern=r"^[A-Z]{3}$")]
 #: A text field of a caller-built credit memo: printable, at most 255 characters.
 DocumentText = Annotated[
