@@ -118,9 +118,8 @@ def refund_lines(order: Mapping[str, Any], items: Sequence[RefundItem]) -> list[
         parent_id = _parent_id(order_item)
         if kind == "configurable_child":
             assert parent_id is not None
-            ratio = _ratio(order_items[parent_id], order_item)
-            _add(lines, named_as, RefundItem(order_item_id=parent_id, qty=item.qty * ratio),
-                 item.order_item_id)
+            qty = _scaled(item.qty, order_items[parent_id], order_item)
+            _add(lines, named_as, _line(parent_id, qty, item), item.order_item_id)
         elif kind == "bundle_fixed_selection":
             assert parent_id is not None
             raise InvalidRefund(
@@ -130,12 +129,23 @@ def refund_lines(order: Mapping[str, Any], items: Sequence[RefundItem]) -> list[
             )
         elif kind == "bundle_dynamic":
             for child in children(order_items, item.order_item_id):
-                qty = item.qty * _ratio(child, order_item)
-                _add(lines, named_as, RefundItem(order_item_id=int(child["item_id"]), qty=qty),
-                     item.order_item_id)
+                qty = _scaled(item.qty, child, order_item)
+                _add(lines, named_as, _line(int(child["item_id"]), qty, item), item.order_item_id)
         else:
             _add(lines, named_as, item, item.order_item_id)
     return list(lines.values())
+
+
+def _line(item_id: int, qty: Decimal, named: RefundItem) -> RefundItem:
+    """The line of ``item_id`` that ``named`` stands for; refused when its quantity is not one
+    Magento can take (more than four places: a ratio that does not divide)."""
+    if qty != qty.quantize(Decimal("0.0001")):
+        raise InvalidRefund(
+            f"items: qty {_show(named.qty)} of order item {named.order_item_id} is "
+            f"{_show(qty.quantize(Decimal('0.000001')))} of order item {item_id}, which Magento "
+            "cannot refund: name a quantity that divides"
+        )
+    return RefundItem(order_item_id=item_id, qty=qty)
 
 
 def _add(
@@ -150,11 +160,12 @@ def _add(
     named_as[line.order_item_id] = named
 
 
-def _ratio(numerator_item: Mapping[str, Any], denominator_item: Mapping[str, Any]) -> Decimal:
-    ordered = decimal(denominator_item.get("qty_ordered"))
+def _scaled(qty: Decimal, item: Mapping[str, Any], named: Mapping[str, Any]) -> Decimal:
+    """``qty`` of ``named`` as a quantity of ``item``: by their ordered quantities' ratio."""
+    ordered = decimal(named.get("qty_ordered"))
     if ordered <= 0:
-        return Decimal(1)
-    return decimal(numerator_item.get("qty_ordered")) / ordered
+        return qty
+    return qty * decimal(item.get("qty_ordered")) / ordered
 
 
 def _prices_children(order_items: OrderItems, parent_id: int) -> bool:

@@ -79,6 +79,25 @@ def test_a_dynamic_bundle_is_refunded_by_its_children_at_the_parent_ratio() -> N
         order_shapes.refund_lines(order, lines((1011, 1), (1013, 1)))
 
 
+def test_a_ratio_that_does_not_divide_is_refused_by_name() -> None:
+    order = load("bundle-dynamic-stripe")["order"]
+    order["items"][0]["qty_ordered"] = 3.0  # three sets, of which 1 and 2 selections
+    with pytest.raises(InvalidRefund, match=r"items: qty 1 of order item 1011 is 0\.333333 of "
+                                            r"order item 1012"):
+        order_shapes.refund_lines(order, lines((1011, 1)))
+    assert as_pairs(order_shapes.refund_lines(order, lines((1011, 3)))) == [(1012, 1), (1013, 2)]
+
+
+def test_a_stock_list_is_sent_as_given_each_id_a_row_of_the_memo() -> None:
+    data = load("configurable-braintree")
+    call = plan_refund(
+        request(order_id=103, items=[{"order_item_id": 1005, "qty": 1}], return_to_stock=[1005]),
+        marker="refund-worker:x", order=data["order"], invoices=data["invoices"],
+    )
+    assert call.body["items"] == [{"order_item_id": 1004, "qty": 1}]
+    assert call.body["arguments"]["extension_attributes"] == {"return_to_stock_items": [1005]}
+
+
 def test_unknown_items_pass_through_for_magento_to_name() -> None:
     order = load("simple-checkmo")["order"]
     assert as_pairs(order_shapes.refund_lines(order, lines((4242, 1)))) == [(4242, 1)]
@@ -225,3 +244,29 @@ def test_converted_shipping_comes_back_exactly(shipped: int, base: int, part: in
         assert sent == base_total
     else:
         assert order_shapes.round_price(total * sent / base_total) == amount
+
+
+@given(sets=st.integers(1, 5), per_set=st.lists(st.integers(1, 4), min_size=1, max_size=4),
+       data=st.data())
+def test_lines_sent_never_name_a_dummy_and_keep_the_sets(
+    sets: int, per_set: list[int], data: st.DataObject
+) -> None:
+    """A dynamic bundle of ``sets`` sets (children ``per_set`` each) and a configurable: whatever
+    the caller names, no line sent is a dummy, and a bundle's parent becomes whole sets."""
+    items: list[dict[str, Any]] = [
+        {"item_id": 1, "product_type": "bundle", "qty_ordered": sets, "price": 10},
+        *({"item_id": 10 + n, "product_type": "simple", "parent_item_id": 1,
+           "qty_ordered": sets * k, "price": 5} for n, k in enumerate(per_set)),
+        {"item_id": 2, "product_type": "configurable", "qty_ordered": 2, "price": 30},
+        {"item_id": 3, "product_type": "simple", "parent_item_id": 2, "qty_ordered": 2,
+         "price": 0},
+    ]
+    order = {"items": items}
+    by_id = order_shapes.items_by_id(order)
+    bundle_qty = data.draw(st.integers(1, sets))
+    named = data.draw(st.sampled_from([2, 3]))
+    sent = order_shapes.refund_lines(order, lines((1, bundle_qty), (named, 1)))
+    kinds = {order_shapes.role(by_id, line.order_item_id) for line in sent}
+    assert kinds <= {"bundle_dynamic_selection", "configurable"}
+    assert as_pairs(sent) == [
+        *((10 + n, Decimal(bundle_qty * k)) for n, k in enumerate(per_set)), (2, Decimal(1))]
