@@ -364,6 +364,7 @@ def _row(request: RefundRequest, payload_hash: str, now: Any, owner: _Owner) -> 
         "payload_hash": payload_hash,
         "request_json": request.canonical_json(),
         "order_id": request.order_id,
+        "order_increment_id": request.order_increment_id,
         "invoice_id": request.invoice_id,
         "store_code": request.store_code,
         "service_requested": request.service,

@@ -25,6 +25,7 @@ from prometheus_client import Counter, Histogram
 OPERATIONS = frozenset(
     {
         "order_get",
+        "order_search",
         "invoice_get",
         "invoice_search",
         "invoice_refund",

@@ -70,7 +70,11 @@ class Refund(Base):
     marker_token: Mapped[str | None] = mapped_column(String(32))
     payload_hash: Mapped[str] = mapped_column(String(64))
     request_json: Mapped[str] = mapped_column(Text)
-    order_id: Mapped[int] = mapped_column(Integer, index=True)
+    #: The Magento order; NULL until the worker resolves ``order_increment_id`` (once, then
+    #: stored: every later attempt, lock and search uses it).
+    order_id: Mapped[int | None] = mapped_column(Integer, index=True)
+    #: The order number the caller gave instead of ``order_id`` (``sales_order.increment_id``).
+    order_increment_id: Mapped[str | None] = mapped_column(String(50))
     invoice_id: Mapped[int | None] = mapped_column(Integer)
     store_code: Mapped[str | None] = mapped_column(String(32))
     service_requested: Mapped[str] = mapped_column(String(16))

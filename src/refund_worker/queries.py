@@ -64,6 +64,7 @@ def to_view(row: Refund, calls: list[MagentoCall] | None = None) -> RefundView:
         idempotency_key=row.idempotency_key,
         shop=row.shop,
         order_id=row.order_id,
+        order_increment_id=row.order_increment_id,
         invoice_id=row.invoice_id,
         status=RefundStatus(row.status),
         service_requested=row.service_requested,
@@ -140,6 +141,8 @@ class RefundFilter:
     shop: str | None = None
     status: str | None = None
     order_id: int | None = None
+    #: The order number the producer gave (``order_increment_id``), exactly.
+    order_increment_id: str | None = None
     #: The service Magento was called with, or the one requested when none was chosen yet.
     service: str | None = None
     #: Case-insensitive substring of the refund's last error.
@@ -166,6 +169,8 @@ class RefundFilter:
             query = query.where(Refund.status == self.status)
         if self.order_id is not None:
             query = query.where(Refund.order_id == self.order_id)
+        if self.order_increment_id is not None:
+            query = query.where(Refund.order_increment_id == self.order_increment_id)
         if self.service:
             query = query.where(
                 func.coalesce(Refund.service, Refund.service_requested) == self.service

@@ -29,7 +29,7 @@ from typing import Any, Protocol
 
 from pydantic import ValidationError
 
-from refund_worker import metrics, reconcile
+from refund_worker import metrics, order_shapes, reconcile
 from refund_worker.attempts import DUE_SLACK, AttemptPolicy, order_busy_delay, pause_on_rate_limit
 from refund_worker.errors import (
     AttentionRequired,
@@ -66,6 +66,7 @@ from refund_worker.store import (
     OrderBusy,
     RefundStore,
     Renewal,
+    Resolution,
 )
 
 log = logging.getLogger(__name__)
@@ -79,6 +80,9 @@ class MagentoAPI(Protocol):
         ...
 
     def get_order(self, order_id: int, *, store_code: str | None = None) -> dict[str, Any]: ...
+    def find_orders(
+        self, *, increment_id: str, store_code: str | None = None
+    ) -> list[dict[str, Any]]: ...
     def get_invoice(self, invoice_id: int, *, store_code: str | None = None) -> dict[str, Any]: ...
     def search_invoices(
         self, *, order_id: int, store_code: str | None = None
@@ -163,6 +167,10 @@ class _Success:
 
 class _LeaseLost(Exception):
     """Raised when another worker took this refund over before the money-moving call."""
+
+
+class _OrderBusy(Exception):
+    """Raised when the order an increment id resolved to has another refund in flight."""
 
 
 _REFUND_OPERATIONS = frozenset(
@@ -338,6 +346,10 @@ class RefundService:
             return AttemptResult(
                 claim.refund_id, RefundStatus.PROCESSING, "lease lost; not called"
             )
+        except _OrderBusy as exc:  # resolved and stored; its lock is another refund's for now
+            return self._defer(
+                claim, order_busy_delay(self.rng), None, f"order {exc} has a refund in flight"
+            )
         except ShopPaused as exc:  # paused between the gate and a call: no money call was made
             wait = exc.retry_after or 1.0
             self._note_paused(shop.name, wait)
@@ -375,6 +387,10 @@ class RefundService:
         limiter: CallLimiter,
     ) -> _Success:
         """Reconcile, or route and refund, in the refund's own shop. Raises on failure."""
+        if claim.order_id is None:
+            self._resolve_order(claim, request, magento, limiter)
+        assert claim.order_id is not None
+        request = request.for_order(claim.order_id) if request.order_id is None else request
         if claim.was_in_doubt:
             found = self._reconcile(claim, request, magento, limiter)
             if found is not None:
@@ -400,6 +416,45 @@ class RefundService:
                     return found
             raise
         return _Success(creditmemo_id, reconciled=False, outcome=call.description)
+
+    def _resolve_order(
+        self,
+        claim: ClaimedRefund,
+        request: RefundRequest,
+        magento: MagentoAPI,
+        limiter: CallLimiter,
+    ) -> None:
+        """Find the order ``request.order_increment_id`` names, in the refund's own shop, and
+        store it with the order's lock (once: later attempts read it from the row). No order,
+        or several (increment ids are unique per store view only), fails the refund."""
+        increment_id = request.order_increment_id
+        assert increment_id is not None  # a request has an order id or an increment id
+        limiter.acquire()
+        found = magento.find_orders(increment_id=increment_id, store_code=request.store_code)
+        ids = sorted({int(order["entity_id"]) for order in found if order.get("entity_id")})
+        if not ids:
+            raise PermanentError(
+                f"order_increment_id: no order with increment id {increment_id!r} in shop "
+                f"{claim.shop!r}; nothing was refunded"
+            )
+        if len(ids) > 1:
+            stores = ", ".join(
+                f"order {order.get('entity_id')} (store {order.get('store_id')})"
+                for order in sorted(found, key=lambda o: int(o.get("entity_id") or 0))
+            )
+            raise PermanentError(
+                f"order_increment_id: {len(ids)} orders have increment id {increment_id!r} in "
+                f"shop {claim.shop!r} ({stores}); send order_id to say which; nothing was "
+                "refunded"
+            )
+        now = self.clock()
+        until = now + timedelta(seconds=self.settings.lease_seconds)
+        resolution = self.store.resolve_order(claim, ids[0], now=now, until=until)
+        if resolution is Resolution.LEASE_LOST:
+            raise _LeaseLost(claim.refund_id)
+        log.info("refund %s: increment id %s is order %s", claim.refund_id, increment_id, ids[0])
+        if resolution is Resolution.ORDER_BUSY:
+            raise _OrderBusy(ids[0])
 
     def _reconcile(
         self,
@@ -431,7 +486,7 @@ class RefundService:
         skew = timedelta(seconds=self.settings.reconcile_clock_skew_seconds)
         limiter.acquire()
         creditmemos = magento.search_creditmemos(
-            order_id=request.order_id,
+            order_id=request.resolved_order_id,
             created_from=claim.first_attempt_at - skew,
             store_code=request.store_code,
         )
@@ -443,8 +498,9 @@ class RefundService:
         if request.items is not None or request.creditmemo is not None:
             # Tells a configurable's or bundle's child rows from items nobody asked for.
             limiter.acquire()
-            order = magento.get_order(request.order_id, store_code=request.store_code)
+            order = magento.get_order(request.resolved_order_id, store_code=request.store_code)
             order_items = order_items_by_id(order)
+            request = order_shapes.as_magento_sees_it(request, order)  # the lines it was sent
         match = reconcile.choose(request, matches, order_items)
         assert match is not None  # there were matches
         return _Success(
@@ -487,13 +543,15 @@ class RefundService:
         invoices: list[dict[str, Any]] = []
         if request.chosen_service is not Service.CREDITMEMO:
             limiter.acquire()
-            order = magento.get_order(request.order_id, store_code=store)
+            order = magento.get_order(request.resolved_order_id, store_code=store)
             if needs_invoices(request, order, self.extra_offline):
                 limiter.acquire()
                 if request.invoice_id is not None:
                     invoices = [magento.get_invoice(request.invoice_id, store_code=store)]
                 else:
-                    invoices = magento.search_invoices(order_id=request.order_id, store_code=store)
+                    invoices = magento.search_invoices(
+                        order_id=request.resolved_order_id, store_code=store
+                    )
         return plan_refund(
             request,
             marker=marker_for(claim.refund_id, claim.marker_token),

@@ -88,7 +88,7 @@ class ReplayCandidate:
     refund_id: str
     tenant: str
     idempotency_key: str
-    order_id: int
+    order_id: int | None
     status: str
     notification_status: str
     attempts: int

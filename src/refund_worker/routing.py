@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
+from refund_worker import order_shapes
 from refund_worker.errors import InvalidRefund
 from refund_worker.markers import comment_with_marker
 from refund_worker.schemas import RefundRequest, Service
@@ -80,24 +81,14 @@ def payment_is_online(
     )
 
 
-def choose_invoice(request: RefundRequest, invoices: list[dict[str, Any]]) -> dict[str, Any] | None:
-    """The invoice to refund: the one named, else the order's only invoice, else None."""
-    if request.invoice_id is not None:
-        for invoice in invoices:
-            if int(invoice["entity_id"]) == request.invoice_id:
-                if int(invoice.get("order_id") or request.order_id) != request.order_id:
-                    break
-                return invoice
-        raise InvalidRefund(
-            f"invoice_id: invoice {request.invoice_id} does not belong to order {request.order_id}"
-        )
-    if len(invoices) > 1:
-        ids = ", ".join(str(invoice["entity_id"]) for invoice in invoices)
-        raise InvalidRefund(
-            f"invoice_id: order {request.order_id} has {len(invoices)} invoices ({ids}); "
-            "say which one to refund"
-        )
-    return invoices[0] if invoices else None
+def choose_invoice(
+    request: RefundRequest,
+    invoices: list[dict[str, Any]],
+    order: dict[str, Any] | None = None,
+) -> dict[str, Any] | None:
+    """The invoice to refund: the one named (which must have invoiced the items), else the one
+    that invoiced the items (``order_shapes.choose_invoice``), else None."""
+    return order_shapes.choose_invoice(request, order or {}, invoices, request.items)
 
 
 def needs_invoices(
@@ -144,9 +135,14 @@ def plan_refund(
     invoices: list[dict[str, Any]],
     extra_offline: frozenset[str] = frozenset(),
 ) -> RefundCall:
-    """Decide the Magento call for ``request`` given the order and its invoices."""
+    """Decide the Magento call for ``request`` given the order and its invoices.
+
+    ``request``'s order is resolved (``order_id`` set); its items are sent as Magento refunds
+    them (``order_shapes``: a configurable by its parent, a dynamic bundle by its children)."""
+    request = order_shapes.as_magento_sees_it(request, order)
+    order_id = request.resolved_order_id
     wants_invoice = needs_invoices(request, order, extra_offline)
-    invoice = choose_invoice(request, invoices) if wants_invoice else None
+    invoice = choose_invoice(request, invoices, order) if wants_invoice else None
     service, online = choose_service(request, order, invoice, extra_offline)
     order_items = order_items_by_id(order)
     _check_quantities(request, order_items)
@@ -155,14 +151,19 @@ def plan_refund(
 
     if service is Service.CREDITMEMO:
         assert request.creditmemo is not None  # guaranteed by RefundRequest
-        document = request.creditmemo.model_dump(mode="python", exclude_none=True)
+        if request.creditmemo.order_id not in (None, order_id):
+            raise InvalidRefund(
+                f"creditmemo.order_id: {request.creditmemo.order_id} is not the request's order "
+                f"{order_id} (order_increment_id {request.order_increment_id!r})"
+            )
+        document = request.creditmemo.magento_fields()
         document["items"] = [
             {"entity_id": 0, "base_cost": Decimal(0), "base_price": Decimal(0), **item}
             for item in document.get("items", [])
         ]
         document_body = {
             "creditmemo": {
-                "order_id": request.order_id,
+                "order_id": order_id,
                 **document,
                 "comments": [_comment_row(comment, visible)],
             },
@@ -193,7 +194,9 @@ def plan_refund(
             {"order_item_id": item.order_item_id, "qty": item.qty} for item in request.items
         ]
     body["comment"] = {"comment": comment, "is_visible_on_front": visible}
-    arguments = _arguments(request, order_items, invoice if service is Service.INVOICE else None)
+    arguments = _arguments(
+        request, order, order_items, invoice if service is Service.INVOICE else None
+    )
     if arguments:
         body["arguments"] = arguments
     if service is Service.INVOICE:
@@ -201,7 +204,7 @@ def plan_refund(
         target = int(invoice["entity_id"])
         description = f"RefundInvoice {'online' if online else 'offline'} on invoice {target}"
     else:
-        target = request.order_id
+        target = order_id
         description = f"RefundOrder (offline) on order {target}"
     return RefundCall(service, _jsonable(body), target, description)
 
@@ -225,18 +228,27 @@ def _check_quantities(request: RefundRequest, order_items: dict[int, dict[str, A
 
 def _arguments(
     request: RefundRequest,
+    order: dict[str, Any],
     order_items: dict[int, dict[str, Any]],
     invoice: dict[str, Any] | None,
 ) -> dict[str, Any]:
+    """RefundOrder/RefundInvoice ``arguments``. The caller's amounts are in the order's
+    currency; Magento's are in the base currency (``order_shapes`` converts, exactly)."""
     arguments: dict[str, Any] = {}
     if request.shipping_amount is not None:
-        arguments["shipping_amount"] = request.shipping_amount
+        arguments["shipping_amount"] = order_shapes.shipping_to_base(
+            order, request.shipping_amount
+        )
     elif request.is_partial:
         arguments["shipping_amount"] = Decimal(0)  # Magento would refund all remaining shipping
     if request.adjustment_positive is not None:
-        arguments["adjustment_positive"] = request.adjustment_positive
+        arguments["adjustment_positive"] = order_shapes.adjustment_to_base(
+            order, request.adjustment_positive, "adjustment_positive"
+        )
     if request.adjustment_negative is not None:
-        arguments["adjustment_negative"] = request.adjustment_negative
+        arguments["adjustment_negative"] = order_shapes.adjustment_to_base(
+            order, request.adjustment_negative, "adjustment_negative"
+        )
     stock = _return_to_stock_items(request, order_items, invoice)
     if stock:
         arguments["extension_attributes"] = {"return_to_stock_items": stock}
@@ -287,7 +299,8 @@ def _record_only_entity(
     order_items: dict[int, dict[str, Any]],
     invoice: dict[str, Any] | None,
 ) -> dict[str, Any]:
-    """A credit memo document computed from the order, for the record-only repository save."""
+    """A credit memo document computed from the order, for the record-only repository save:
+    each figure in the order's currency and its ``base_`` twin in the base currency."""
     if request.items is not None:
         wanted = [(item.order_item_id, item.qty) for item in request.items]
     else:
@@ -323,28 +336,33 @@ def _record_only_entity(
         base_subtotal += base_price * qty
     if request.shipping_amount is not None:
         shipping = request.shipping_amount
+        base_shipping = order_shapes.shipping_to_base(order, shipping)
     elif request.is_partial:
-        shipping = Decimal(0)
+        shipping = base_shipping = Decimal(0)
     else:
-        shipping = Decimal(str(order.get("base_shipping_amount") or 0)) - Decimal(
-            str(order.get("base_shipping_refunded") or 0)
+        shipping = order_shapes.decimal(order.get("shipping_amount")) - order_shapes.decimal(
+            order.get("shipping_refunded")
         )
+        base_shipping = order_shapes.decimal(
+            order.get("base_shipping_amount")
+        ) - order_shapes.decimal(order.get("base_shipping_refunded"))
     positive = request.adjustment_positive or Decimal(0)
     negative = request.adjustment_negative or Decimal(0)
-    grand_total = base_subtotal + shipping + positive - negative
+    base_positive = order_shapes.adjustment_to_base(order, positive, "adjustment_positive")
+    base_negative = order_shapes.adjustment_to_base(order, negative, "adjustment_negative")
     entity: dict[str, Any] = {
         "order_id": request.order_id,
         "items": items,
         "subtotal": subtotal,
         "base_subtotal": base_subtotal,
         "shipping_amount": shipping,
-        "base_shipping_amount": shipping,
+        "base_shipping_amount": base_shipping,
         "adjustment_positive": positive,
-        "base_adjustment_positive": positive,
+        "base_adjustment_positive": base_positive,
         "adjustment_negative": negative,
-        "base_adjustment_negative": negative,
-        "grand_total": grand_total,
-        "base_grand_total": grand_total,
+        "base_adjustment_negative": base_negative,
+        "grand_total": subtotal + shipping + positive - negative,
+        "base_grand_total": base_subtotal + base_shipping + base_positive - base_negative,
     }
     if invoice is not None:
         entity["invoice_id"] = int(invoice["entity_id"])

@@ -23,6 +23,7 @@ from pydantic import (
     StrictBool,
     StrictInt,
     StringConstraints,
+    field_validator,
     model_validator,
 )
 
@@ -113,6 +114,29 @@ Quantity = Annotated[
     Field(gt=0, le=MAX_QTY, allow_inf_nan=False),
     AfterValidator(_finite_with_four_places),
 ]
+SignedAmount = Annotated[
+    Decimal,
+    Field(ge=-MAX_AMOUNT, le=MAX_AMOUNT, allow_inf_nan=False),
+    AfterValidator(_finite_with_four_places),
+]
+#: A currency rate; Magento stores 0 for the store rates it does not use.
+Rate = Annotated[Decimal, Field(ge=0, le=MAX_AMOUNT, allow_inf_nan=False)]
+CurrencyCode = Annotated[str, StringConstraints(pattern=r"^[A-Z]{3}$")]
+#: A text field of a caller-built credit memo: printable, at most 255 characters.
+DocumentText = Annotated[
+    str, StringConstraints(max_length=255, pattern=r"^[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f]*$")
+]
+#: Magento's order number (``sales_order.increment_id``, varchar(50)): an optional prefix and
+#: digits, as a store's sequence makes them (``000000123``, ``EU-000000123``, ``000000118-1``
+#: for an order edited in the admin).
+MAX_INCREMENT_ID = 50
+INCREMENT_ID_PATTERN = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9_-]{0,48}[A-Za-z0-9])?")
+IncrementId = Annotated[
+    str,
+    StringConstraints(
+        min_length=1, max_length=MAX_INCREMENT_ID, pattern=f"^{INCREMENT_ID_PATTERN.pattern}$"
+    ),
+]
 #: Magento entity ids are signed 32-bit integers.
 MAX_ENTITY_ID = 2**31 - 1
 EntityId = Annotated[StrictInt, Field(gt=0, le=MAX_ENTITY_ID)]
@@ -183,34 +207,180 @@ class RefundItem(_Frozen):
 
 
 class CreditmemoItem(_Frozen):
-    """An item of a caller-built credit memo (``service=creditmemo``)."""
+    """An item of a caller-built credit memo (``service=creditmemo``): every field of Adobe's
+    ``sales-data-creditmemo-item-interface``. ``entity_id`` and ``parent_id`` (the memo's own
+    ids, assigned by Magento) are accepted and not sent."""
 
     order_item_id: EntityId
     qty: Quantity
+    #: Assigned by Magento on a new credit memo: accepted (an exported memo has them), not sent.
+    entity_id: Annotated[StrictInt, Field(ge=0, le=MAX_ENTITY_ID)] | None = None
+    parent_id: Annotated[StrictInt, Field(ge=0, le=MAX_ENTITY_ID)] | None = None
+    product_id: EntityId | None = None
+    sku: DocumentText | None = None
+    name: DocumentText | None = None
+    description: DocumentText | None = None
+    additional_data: DocumentText | None = None
+    weee_tax_applied: DocumentText | None = None
     price: Amount | None = None
     base_price: Amount | None = None
+    price_incl_tax: Amount | None = None
+    base_price_incl_tax: Amount | None = None
     row_total: Amount | None = None
     base_row_total: Amount | None = None
+    row_total_incl_tax: Amount | None = None
+    base_row_total_incl_tax: Amount | None = None
     base_cost: Amount | None = None
+    tax_amount: Amount | None = None
+    base_tax_amount: Amount | None = None
+    discount_amount: Amount | None = None
+    base_discount_amount: Amount | None = None
+    discount_tax_compensation_amount: Amount | None = None
+    base_discount_tax_compensation_amount: Amount | None = None
+    weee_tax_applied_amount: Amount | None = None
+    base_weee_tax_applied_amount: Amount | None = None
+    weee_tax_applied_row_amount: Amount | None = None
+    base_weee_tax_applied_row_amnt: Amount | None = None
+    weee_tax_disposition: Amount | None = None
+    base_weee_tax_disposition: Amount | None = None
+    weee_tax_row_disposition: Amount | None = None
+    base_weee_tax_row_disposition: Amount | None = None
+    extension_attributes: dict[str, Any] | None = Field(default=None, max_length=0)
+
+
+class CreditmemoExtension(_Frozen):
+    """``sales-data-creditmemo-extension-interface`` (Adobe Commerce: store credit, gift cards,
+    gift wrapping); an Open Source shop refuses these keys itself."""
+
+    base_customer_balance_amount: Amount | None = None
+    customer_balance_amount: Amount | None = None
+    base_gift_cards_amount: Amount | None = None
+    gift_cards_amount: Amount | None = None
+    gw_base_price: DocumentText | None = None
+    gw_price: DocumentText | None = None
+    gw_items_base_price: DocumentText | None = None
+    gw_items_price: DocumentText | None = None
+    gw_card_base_price: DocumentText | None = None
+    gw_card_price: DocumentText | None = None
+    gw_base_tax_amount: DocumentText | None = None
+    gw_tax_amount: DocumentText | None = None
+    gw_items_base_tax_amount: DocumentText | None = None
+    gw_items_tax_amount: DocumentText | None = None
+    gw_card_base_tax_amount: DocumentText | None = None
+    gw_card_tax_amount: DocumentText | None = None
+
+
+#: Fields of a credit memo that Magento assigns (or takes from the order) on a new one: accepted,
+#: so a document exported from a shop can be sent back as it is, and never sent.
+CREDITMEMO_ASSIGNED_FIELDS = frozenset(
+    {
+        "entity_id",
+        "increment_id",
+        "created_at",
+        "updated_at",
+        "state",
+        "creditmemo_status",
+        "email_sent",
+        "transaction_id",
+        "store_id",
+        "billing_address_id",
+        "shipping_address_id",
+        "order_id",
+    }
+)
+CREDITMEMO_ITEM_ASSIGNED_FIELDS = frozenset({"entity_id", "parent_id", "extension_attributes"})
 
 
 class CreditmemoDocument(_Frozen):
-    """A whole credit memo for ``POST /V1/creditmemo/refund``; Magento does not recompute it."""
+    """A whole credit memo for ``POST /V1/creditmemo/refund``: every field of Adobe's
+    ``sales-data-creditmemo-interface``; Magento does not recompute it. What Magento assigns
+    (``CREDITMEMO_ASSIGNED_FIELDS``) is accepted and not sent; ``order_id``, when given, must be
+    the request's order; ``comments`` are the worker's (the request's ``comment`` is the text)."""
+
+    # Assigned by Magento (or taken from the order): accepted, never sent.
+    entity_id: Annotated[StrictInt, Field(ge=0, le=MAX_ENTITY_ID)] | None = None
+    increment_id: DocumentText | None = None
+    created_at: DocumentText | None = None
+    updated_at: DocumentText | None = None
+    state: Annotated[StrictInt, Field(ge=0, le=3)] | None = None
+    creditmemo_status: Annotated[StrictInt, Field(ge=0, le=3)] | None = None
+    email_sent: Annotated[StrictInt, Field(ge=0, le=1)] | None = None
+    transaction_id: DocumentText | None = None
+    store_id: Annotated[StrictInt, Field(ge=0, le=MAX_ENTITY_ID)] | None = None
+    billing_address_id: Annotated[StrictInt, Field(ge=0, le=MAX_ENTITY_ID)] | None = None
+    shipping_address_id: Annotated[StrictInt, Field(ge=0, le=MAX_ENTITY_ID)] | None = None
+    #: Checked against the request's order (by id, or once the increment id is resolved).
+    order_id: EntityId | None = None
 
     invoice_id: EntityId | None = None
     items: Annotated[list[CreditmemoItem], Field(max_length=MAX_ITEMS)] = Field(
         default_factory=list
     )
+    #: The worker writes the credit memo's one comment (the request's ``comment`` and its marker).
+    comments: list[Any] | None = None
+    base_currency_code: CurrencyCode | None = None
+    global_currency_code: CurrencyCode | None = None
+    order_currency_code: CurrencyCode | None = None
+    store_currency_code: CurrencyCode | None = None
+    base_to_global_rate: Rate | None = None
+    base_to_order_rate: Rate | None = None
+    store_to_base_rate: Rate | None = None
+    store_to_order_rate: Rate | None = None
     subtotal: Amount | None = None
     base_subtotal: Amount | None = None
+    subtotal_incl_tax: Amount | None = None
+    base_subtotal_incl_tax: Amount | None = None
+    tax_amount: Amount | None = None
+    base_tax_amount: Amount | None = None
     shipping_amount: Amount | None = None
     base_shipping_amount: Amount | None = None
+    shipping_incl_tax: Amount | None = None
+    base_shipping_incl_tax: Amount | None = None
+    shipping_tax_amount: Amount | None = None
+    base_shipping_tax_amount: Amount | None = None
+    shipping_discount_tax_compensation_amount: Amount | None = None
+    base_shipping_discount_tax_compensation_amnt: Amount | None = None
+    #: Negative on a credit memo, as on the order (a discount taken back).
+    discount_amount: SignedAmount | None = None
+    base_discount_amount: SignedAmount | None = None
+    discount_description: DocumentText | None = None
+    discount_tax_compensation_amount: Amount | None = None
+    base_discount_tax_compensation_amount: Amount | None = None
+    adjustment: SignedAmount | None = None
+    base_adjustment: SignedAmount | None = None
     adjustment_positive: Amount | None = None
     base_adjustment_positive: Amount | None = None
     adjustment_negative: Amount | None = None
     base_adjustment_negative: Amount | None = None
     grand_total: Amount
     base_grand_total: Amount
+    extension_attributes: CreditmemoExtension | None = None
+
+    @field_validator("comments")
+    @classmethod
+    def _no_comments(cls, comments: list[Any] | None) -> list[Any] | None:
+        if comments:
+            raise ValueError(
+                "the worker writes the credit memo's comment (with its marker): put the text in "
+                "the request's comment field"
+            )
+        return comments
+
+    def magento_fields(self) -> dict[str, Any]:
+        """What is sent: the document without what Magento assigns (items likewise)."""
+        document = self.model_dump(
+            mode="python", exclude_none=True, exclude=set(CREDITMEMO_ASSIGNED_FIELDS)
+        )
+        document.pop("comments", None)
+        document["items"] = [
+            {
+                key: value
+                for key, value in item.items()
+                if key not in CREDITMEMO_ITEM_ASSIGNED_FIELDS
+            }
+            for item in document.get("items", [])
+        ]
+        return document
 
 
 class RefundRequest(_Frozen):
@@ -220,7 +390,10 @@ class RefundRequest(_Frozen):
     #: The Magento installation (a configured shop); optional while exactly one is configured,
     #: and stored resolved, so ``shop`` given or left out is one payload.
     shop: ShopName | None = None
-    order_id: EntityId
+    #: The order: its entity id, or its increment id (the order number people see), which the
+    #: worker resolves in the refund's shop and stores (exactly one of the two).
+    order_id: EntityId | None = None
+    order_increment_id: IncrementId | None = None
     invoice_id: EntityId | None = None
     store_code: StoreCode | None = None
     items: Annotated[list[RefundItem], Field(min_length=1, max_length=MAX_ITEMS)] | None = None
@@ -238,6 +411,15 @@ class RefundRequest(_Frozen):
 
     @model_validator(mode="after")
     def _coherent(self) -> RefundRequest:
+        if self.order_id is None and self.order_increment_id is None:
+            raise ValueError(
+                "order_id: required: the order's entity id, or its order number as "
+                "order_increment_id (e.g. '000000123')"
+            )
+        if self.order_id is not None and self.order_increment_id is not None:
+            raise ValueError(
+                "order_increment_id: give order_id or order_increment_id, not both"
+            )
         if self.items is not None:
             ids = [item.order_item_id for item in self.items]
             if len(ids) != len(set(ids)):
@@ -248,6 +430,12 @@ class RefundRequest(_Frozen):
             if self.items is not None or self.shipping_amount is not None:
                 raise ValueError(
                     "items/shipping_amount: with service 'creditmemo' put them in the creditmemo"
+                )
+            document_order = self.creditmemo.order_id
+            if self.order_id is not None and document_order not in (None, self.order_id):
+                raise ValueError(
+                    f"creditmemo.order_id: {document_order} is not the request's order_id "
+                    f"{self.order_id}"
                 )
         else:
             if self.creditmemo is not None:
@@ -289,6 +477,20 @@ class RefundRequest(_Frozen):
         """SHA-256 of the canonical JSON: the same key with another hash is a conflict."""
         return hashlib.sha256(self.canonical_json().encode()).hexdigest()
 
+    def for_order(self, order_id: int) -> RefundRequest:
+        """This request with its order resolved (``order_increment_id`` kept): what the worker
+        acts on once Magento said which order the increment id is. Never stored or hashed."""
+        copied = self.model_copy(update={"order_id": order_id})
+        copied.__dict__.pop("_canonical_json", None)
+        return copied
+
+    @property
+    def resolved_order_id(self) -> int:
+        """The order's entity id; only once resolved (``for_order``)."""
+        if self.order_id is None:
+            raise ValueError(f"order {self.order_increment_id!r} is not resolved yet")
+        return self.order_id
+
     @property
     def chosen_service(self) -> Service | None:
         """The service the caller chose; None for ``auto`` (the worker chooses)."""
@@ -327,7 +529,9 @@ class RefundSummary(_Frozen):
     tenant: str
     idempotency_key: str
     shop: str = DEFAULT_SHOP
-    order_id: int
+    #: None until the worker has resolved ``order_increment_id``.
+    order_id: int | None
+    order_increment_id: str | None = None
     invoice_id: int | None
     status: RefundStatus
     service_requested: str

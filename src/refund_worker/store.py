@@ -68,6 +68,7 @@ __all__ = [
     "OrderBusy",
     "RefundStore",
     "Renewal",
+    "Resolution",
 ]
 
 _refunds = cast(Table, Refund.__table__)
@@ -106,7 +107,9 @@ class ClaimedRefund:
     """A refund this attempt holds under ``token`` until ``lease_until``."""
 
     refund_id: str
-    order_id: int
+    #: None while the request names its order by increment id only (``RefundStore.resolve_order``
+    #: stores it; until then no order lock is held, and no money call is ever made).
+    order_id: int | None
     request_json: str
     marker_token: str | None
     token: str
@@ -149,6 +152,14 @@ class Renewal(Enum):
     RENEWED = "renewed"
     LEASE_LOST = "lease lost"  # another worker took the refund over: do not call
     ORDER_LOCK_LOST = "order lock lost"  # another refund of the order holds it: do not call
+
+
+class Resolution(Enum):
+    """What storing a refund's resolved order found."""
+
+    LOCKED = "locked"  # stored, and the order's lock is this attempt's: go on
+    ORDER_BUSY = "order busy"  # stored; another refund of the order is in flight: defer
+    LEASE_LOST = "lease lost"  # another worker took the refund over: nothing stored
 
 
 class CreditmemoTaken(Exception):
@@ -265,6 +276,13 @@ _THIS_ORDER_LOCK = and_(
 )
 _RENEW_ORDER_LOCK = update(_order_locks).where(_THIS_ORDER_LOCK).values(expires_at=_P_UNTIL)
 _RELEASE_ORDER_LOCK = delete(_order_locks).where(_THIS_ORDER_LOCK)
+
+#: The order an increment id resolved to, stored once, while this attempt holds the lease.
+_RESOLVE_ORDER = (
+    update(_refunds)
+    .where(_HELD, _refunds.c.status == _PROCESSING, _refunds.c.order_id.is_(None))
+    .values(order_id=_param("p_order_id", _refunds.c.order_id), updated_at=_P_NOW)
+)
 
 _RENEW_LEASE = (
     update(_refunds)
@@ -424,7 +442,9 @@ def _pg_claim() -> Any:
     claimed = _CLAIM.cte("claimed")
     statement = postgresql.insert(_order_locks).from_select(
         ["shop", "order_id", "refund_id", "expires_at"],
-        select(claimed.c.shop, claimed.c.order_id, _P_REFUND_ID, _P_UNTIL),
+        select(claimed.c.shop, claimed.c.order_id, _P_REFUND_ID, _P_UNTIL).where(
+            claimed.c.order_id.is_not(None)  # an unresolved increment id: no order to lock yet
+        ),
     )
     locked = (
         statement.on_conflict_do_update(
@@ -521,11 +541,15 @@ class RefundStore:
         with self.database.connection_scope() as connection:
             if self._postgres:
                 claimed = connection.execute(_PG_CLAIM, params).first()
-                locked = claimed is not None and claimed.locked
+                locked = claimed is not None and (claimed.locked or claimed.order_id is None)
             else:
                 claimed = connection.execute(_CLAIM, params).first()
-                locked = claimed is not None and take_order_lock(
-                    connection, claimed.order_id, refund_id, now, lease_until, shop=claimed.shop
+                locked = claimed is not None and (
+                    claimed.order_id is None
+                    or take_order_lock(
+                        connection, claimed.order_id, refund_id, now, lease_until,
+                        shop=claimed.shop,
+                    )
                 )
             if claimed is None:
                 return self._why_not(connection, refund_id, now, due_by)
@@ -560,6 +584,30 @@ class RefundStore:
         if row.next_attempt_at is not None and row.next_attempt_at > due_by:
             return NotClaimed(row.status, "not due yet; an earlier copy")
         return NotClaimed(row.status, "claimed by another worker first")
+
+    def resolve_order(
+        self, claim: ClaimedRefund, order_id: int, *, now: datetime, until: datetime
+    ) -> Resolution:
+        """Store the order ``claim``'s increment id resolved to and take the order's lock, in
+        one transaction (the row first, then the lock, as every transaction does). The order is
+        stored even when its lock is busy: it is resolved once, whatever comes next."""
+        params = {
+            "p_refund_id": claim.refund_id,
+            "p_token": claim.token,
+            "p_shop": claim.shop,
+            "p_order_id": order_id,
+            "p_until": until,
+            "p_now": now,
+        }
+        with self.database.connection_scope() as connection:
+            if rowcount(connection.execute(_RESOLVE_ORDER, params)) != 1:
+                connection.rollback()
+                return Resolution.LEASE_LOST
+            claim.order_id = order_id
+            locked = take_order_lock(
+                connection, order_id, claim.refund_id, now, until, shop=claim.shop
+            )
+        return Resolution.LOCKED if locked else Resolution.ORDER_BUSY
 
     def renew_lease(self, claim: ClaimedRefund, *, now: datetime, until: datetime) -> Renewal:
         """Extend the lease and the order lock, fenced by the lease token."""

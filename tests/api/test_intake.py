@@ -288,3 +288,60 @@ def test_negative_zero_is_stored_as_zero(api: Api) -> None:
 
     assert response.status_code == 202
     assert '"shipping_amount":"0.0000"' in api.row("z-1").request_json
+
+
+def test_an_order_named_by_its_increment_id(api: Api) -> None:
+    body = {"idempotency_key": "rma-inc", "order_increment_id": "000000123"}
+    response = api.producer.post("/v1/refunds", json=body)
+
+    assert response.status_code == 202
+    refund_id = response.json()["refund_id"]
+    row = api.row("rma-inc")
+    assert (row.order_id, row.order_increment_id) == (None, "000000123")  # resolved by the worker
+    shown = api.producer.get(f"/v1/refunds/{refund_id}").json()
+    assert (shown["order_id"], shown["order_increment_id"]) == (None, "000000123")
+    listed = api.producer.get("/v1/refunds", params={"order_increment_id": "000000123"}).json()
+    assert [r["id"] for r in listed["refunds"]] == [refund_id]
+    assert api.producer.get("/v1/refunds", params={"order_increment_id": "000000124"}).json()[
+        "refunds"] == []
+    assert api.producer.post("/v1/refunds", json=body).status_code == 200  # the same: duplicate
+
+
+@pytest.mark.parametrize("value", ["", "1" * 51, "000 123", "-000123", "000123-", "12/3",
+                                   "\uff10\uff10\uff11", "000\n123", 123, None])
+def test_a_bad_increment_id_is_422_naming_it(api: Api, value: object) -> None:
+    response = api.producer.post("/v1/refunds", json={"idempotency_key": "rma-bad",
+                                                      "order_increment_id": value})
+
+    assert response.status_code == 422
+    assert {error["field"] for error in response.json()["detail"]} <= {
+        "order_increment_id", "order_id"}
+    assert response.json()["detail"][0]["field"] == (
+        "order_id" if value is None else "order_increment_id")
+    assert api.stored() == 0
+
+
+def test_exactly_one_of_order_id_and_increment_id(api: Api) -> None:
+    neither = api.producer.post("/v1/refunds", json={"idempotency_key": "rma-0"})
+    both = api.producer.post("/v1/refunds", json={"idempotency_key": "rma-2",
+                                                  "order_id": 5, "order_increment_id": "5"})
+
+    assert neither.status_code == both.status_code == 422
+    assert neither.json()["detail"] == [{"field": "order_id", "message": (
+        "required: the order's entity id, or its order number as order_increment_id "
+        "(e.g. '000000123')")}]
+    assert both.json()["detail"] == [{"field": "order_increment_id",
+                                      "message": "give order_id or order_increment_id, not both"}]
+
+
+def test_a_credit_memo_of_another_order_is_422_by_its_path(api: Api) -> None:
+    response = api.producer.post("/v1/refunds", json=refund(
+        "rma-cm", order_id=42, service="creditmemo",
+        creditmemo={"order_id": 43, "entity_id": 9, "increment_id": "000000009", "state": 2,
+                    "items": [{"order_item_id": 1, "qty": 1, "entity_id": 3, "parent_id": 9}],
+                    "grand_total": 5, "base_grand_total": 5},
+    ))
+
+    assert response.status_code == 422
+    assert response.json()["detail"] == [{"field": "creditmemo.order_id", "message": (
+        "43 is not the request's order_id 42")}]

@@ -83,3 +83,18 @@ def test_operators_see_every_tenant_and_who_did_what(api: Api) -> None:
     view = api.operator.post(f"/v1/refunds/{erp}/replay", json={"reason": "fixed"}).json()
     assert view["replayed_by"] == "alice"
     assert view["created_by"] == "erp"
+
+
+def test_the_same_key_and_order_number_in_two_tenants_are_two_refunds_each_unseen(
+    api: Api,
+) -> None:
+    body = {"idempotency_key": "RMA-9", "order_increment_id": "000000123"}
+    erp = api.producer.post("/v1/refunds", json=body).json()["refund_id"]
+    returns = api.other_producer.post("/v1/refunds", json=body)
+
+    assert returns.status_code == 202  # not a duplicate of the other tenant's
+    assert returns.json()["refund_id"] != erp
+    listed = api.producer.get("/v1/refunds", params={"order_increment_id": "000000123"}).json()
+    assert [row["id"] for row in listed["refunds"]] == [erp]
+    everyone = api.operator.get("/v1/refunds", params={"order_increment_id": "000000123"}).json()
+    assert len(everyone["refunds"]) == 2

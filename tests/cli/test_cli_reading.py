@@ -159,3 +159,18 @@ def test_enqueue_json_lines(cli_run: Cli) -> None:
     assert "(duplicate: already accepted)" in result.stdout
     [refund_id] = {row["id"] for row in cli_run.json("list")}
     assert cli_run.publisher.refunds == [refund_id]
+
+
+def test_enqueue_and_show_an_order_by_increment_id(cli_run: Cli) -> None:
+    lines = "\n".join([
+        json.dumps({"idempotency_key": "rma-inc", "order_increment_id": "000000123"}),
+        json.dumps({"idempotency_key": "rma-bad", "order_increment_id": "000 123"}),
+    ])
+    result = cli_run("enqueue", "-", input=lines)
+    assert result.exit_code == 1
+    assert "line 2: refused: order_increment_id" in result.stderr
+    shown = cli_run.json("status", "--key", "rma-inc")
+    shown = shown[0] if isinstance(shown, list) else shown
+    assert (shown["order_id"], shown["order_increment_id"]) == (None, "000000123")
+    table = cli_run("list")
+    assert "#000000123" in table.stdout

@@ -10,7 +10,7 @@ from alembic import command
 from sqlalchemy import create_engine, insert, select, text
 from sqlalchemy.exc import IntegrityError
 
-from refund_worker.db import alembic_config, schema_revisions, upgrade
+from refund_worker.db import SCHEMA_HEAD, alembic_config, schema_revisions, upgrade
 from refund_worker.models import OrderLock, Refund
 
 NOW = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
@@ -48,7 +48,7 @@ def test_rows_of_0003_become_the_default_shop(request: pytest.FixtureRequest, ba
 
         upgrade(engine)
 
-        assert schema_revisions(engine)[0] == schema_revisions(engine)[1] == "0007"
+        assert schema_revisions(engine)[0] == schema_revisions(engine)[1] == SCHEMA_HEAD  # 0007+
         refunds, locks = Refund.__table__, OrderLock.__table__
         with engine.connect() as connection:
             assert connection.execute(select(refunds.c.id, refunds.c.shop)).all() == [

@@ -158,3 +158,59 @@ def test_record_only_computes_a_document_and_moves_no_money() -> None:
 def test_record_only_full_includes_remaining_shipping() -> None:
     entity = plan(request(service="record_only")).body["entity"]
     assert entity["base_grand_total"] == 20 * 2 + 3 * 2.5 + 5
+
+
+def _exported_memo() -> dict[str, Any]:
+    """Credit memo 201 as GET /V1/creditmemo/201 returns it (the library's partly refunded
+    order), without its comments: a whole sales-data-creditmemo-interface."""
+    import json
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "data/orders/partly-refunded-checkmo.json"
+    memo: dict[str, Any] = json.loads(path.read_text())["creditmemos"][0]
+    memo.pop("comments")
+    return memo
+
+
+def test_a_whole_credit_memo_document_is_accepted_and_what_magento_assigns_is_not_sent() -> None:
+    memo = _exported_memo()
+    assert {"entity_id", "increment_id", "created_at", "state", "order_id"} <= set(memo)
+    req = request(order_id=memo["order_id"], service="creditmemo", creditmemo=memo)
+    call = plan_refund(req, marker=MARKER, order={}, invoices=[])
+    sent = call.body["creditmemo"]
+    assert body_errors("creditmemo_refund", call.body) == []
+    for assigned in ("entity_id", "increment_id", "created_at", "updated_at", "state",
+                     "creditmemo_status", "email_sent", "store_id", "transaction_id"):
+        assert assigned not in sent, assigned
+    assert sent["order_id"] == memo["order_id"]
+    assert sent["grand_total"] == memo["grand_total"]
+    assert sent["base_currency_code"] == memo["base_currency_code"]
+    assert [c["comment"] for c in sent["comments"]] == [f"[{MARKER}]"]  # only the worker's
+    for line, given in zip(sent["items"], memo["items"], strict=True):
+        assert line["entity_id"] == 0  # the schema requires one; Magento assigns it
+        assert "parent_id" not in line
+        assert line["row_total"] == given["row_total"]
+
+
+def test_a_credit_memo_document_refuses_unknown_fields_comments_and_another_order() -> None:
+    memo = _exported_memo()
+    with pytest.raises(ValueError, match=r"creditmemo\.surprise"):
+        request(order_id=memo["order_id"], service="creditmemo", creditmemo={**memo,
+                                                                              "surprise": 1})
+    with pytest.raises(ValueError, match=r"creditmemo\.items\.0\.surprise"):
+        request(order_id=memo["order_id"], service="creditmemo", creditmemo={
+            **memo, "items": [{**memo["items"][0], "surprise": 1}]})
+    with pytest.raises(ValueError, match="put the text in the request's comment field"):
+        request(order_id=memo["order_id"], service="creditmemo",
+                creditmemo={**memo, "comments": [{"comment": "x"}]})
+    with pytest.raises(ValueError, match=r"creditmemo\.order_id: 111 is not the request's "):
+        request(order_id=5, service="creditmemo", creditmemo=memo)
+    # By increment id, the document's order is checked once the worker has resolved it.
+    by_number = RefundRequest.model_validate({"idempotency_key": "k", "service": "creditmemo",
+                                              "order_increment_id": "000000005",
+                                              "creditmemo": memo})
+    with pytest.raises(InvalidRefund, match=r"creditmemo\.order_id: 111 is not the request's "
+                                            "order 5"):
+        plan_refund(by_number.for_order(5), marker=MARKER, order={}, invoices=[])
+    assert plan_refund(by_number.for_order(111), marker=MARKER, order={},
+                       invoices=[]).body["creditmemo"]["order_id"] == 111

@@ -65,7 +65,9 @@ from refund_worker.publishing import GuardedPublisher, Publisher
 from refund_worker.queries import refund_view, to_view
 from refund_worker.replay import RefundFilter, replay, select_refunds
 from refund_worker.schemas import (
+    INCREMENT_ID_PATTERN,
     MAX_ENTITY_ID,
+    MAX_INCREMENT_ID,
     RefundReceipt,
     RefundRequest,
     RefundStatus,
@@ -407,6 +409,15 @@ def list_refunds(
         ),
     ] = None,
     order_id: Annotated[int | None, Query(ge=1, le=MAX_ENTITY_ID)] = None,
+    order_increment_id: Annotated[
+        str | None,
+        Query(
+            min_length=1,
+            max_length=MAX_INCREMENT_ID,
+            pattern=f"^{INCREMENT_ID_PATTERN.pattern}$",
+            description="Only refunds that named their order by this order number",
+        ),
+    ] = None,
     since: Annotated[
         datetime | None,
         Query(description="Created at or after (ISO 8601; without an offset, UTC)"),
@@ -428,6 +439,7 @@ def list_refunds(
         tenant=scope or tenant,
         shop=shop,
         order_id=order_id,
+        order_increment_id=order_increment_id,
         since=since,
         limit=limit,
     )

@@ -150,7 +150,7 @@ def list_command(
             view.tenant,
             view.shop,
             view.idempotency_key,
-            str(view.order_id),
+            _order(view.order_id, view.order_increment_id),
             view.service or view.service_requested,
             status_markup(view.status.value),
             str(view.attempts),
@@ -230,3 +230,10 @@ def stats(window: timedelta, shop: str | None, as_json: bool) -> None:
             ms(row.max_ms),
         )
     output.console.print(latency)
+
+
+def _order(order_id: int | None, increment_id: str | None) -> str:
+    """The order as a table shows it: its id, its increment id (``#000000123``), or both."""
+    if increment_id is None:
+        return str(order_id)
+    return f"#{increment_id}" if order_id is None else f"{order_id} (#{increment_id})"

@@ -220,6 +220,25 @@ class MagentoClient:
             subject=f"order {order_id}",
         )
 
+    def find_orders(
+        self, *, increment_id: str, store_code: str | None = None
+    ) -> list[dict[str, Any]]:
+        """GET ``/V1/orders`` filtered by ``increment_id`` (eq): the orders carrying that order
+        number, as ``{entity_id, increment_id, store_id}`` (``fields=``: not the whole orders).
+        Several is possible: Magento's increment ids are unique per store view only."""
+        params = search_criteria([("increment_id", increment_id, "eq")], page_size=20,
+                                 current_page=1)
+        params["fields"] = "items[entity_id,increment_id,store_id],total_count"
+        items, _ = self._call(
+            "order_search",
+            "GET",
+            self._path(store_code, "orders"),
+            parse=_expect_page,
+            subject=f"order {increment_id}",
+            params=params,
+        )
+        return items
+
     def get_invoice(self, invoice_id: int, *, store_code: str | None = None) -> dict[str, Any]:
         """GET ``/V1/invoices/{invoice_id}``."""
         return self._call(

@@ -940,7 +940,8 @@ def evaluate(
 
     ours_by_order: dict[int, list[Refund]] = defaultdict(list)
     for row in succeeded:
-        ours_by_order[row.order_id].append(row)
+        if row.order_id is not None:  # a succeeded refund always has its order resolved
+            ours_by_order[row.order_id].append(row)
     over = []
     for order in orders:
         if order.kind == "unknown":

@@ -113,6 +113,7 @@ _CONTEXT = select(
     _endpoints.c.key_id,
     _refunds.c.idempotency_key,
     _refunds.c.order_id,
+    _refunds.c.order_increment_id,
 ).where(
     _endpoints.c.id == bindparam("p_endpoint_id"),
     _refunds.c.id == bindparam("p_refund_id"),
@@ -183,7 +184,8 @@ def render_body(
     *,
     refund_id: str,
     idempotency_key: str,
-    order_id: int,
+    order_id: int | None,
+    order_increment_id: str | None = None,
 ) -> bytes:
     """The event's JSON body, the same bytes on every attempt (Standard Webhooks' ``type``,
     ``timestamp``, ``data``)."""
@@ -193,6 +195,8 @@ def render_body(
         "idempotency_key": idempotency_key,
         "order_id": order_id,
     }
+    if order_increment_id is not None:  # the order number the producer gave
+        data["order_increment_id"] = order_increment_id
     document = {"type": event_type, "timestamp": _iso(created_at), "data": data}
     return json.dumps(document, separators=(",", ":"), sort_keys=True).encode()
 
@@ -264,6 +268,7 @@ class DeliveryService:
             refund_id=claim.refund_id,
             idempotency_key=context.idempotency_key,
             order_id=context.order_id,
+            order_increment_id=context.order_increment_id,
         )
         http_status, error, excerpt = self._post(context.url, claim.event_id, secret, body)
         if error is None:
