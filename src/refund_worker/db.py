@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import (
@@ -21,12 +21,12 @@ from sqlalchemy import (
     text,
 )
 from sqlalchemy.exc import DBAPIError, OperationalError
-from sqlalchemy.orm import Session, sessionmaker
 
 from refund_worker.errors import ConfigurationError, DatabaseUnavailable
 
 if TYPE_CHECKING:
     from alembic.config import Config
+    from sqlalchemy.orm import Session, sessionmaker
 
 #: The newest migration; the schema every process checks for at start-up without loading
 #: Alembic (a test keeps it equal to Alembic's head).
@@ -82,9 +82,16 @@ class Database:
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
-        self.sessions = sessionmaker(engine, expire_on_commit=False)
         # The same pool; a connection checked out through it runs each statement on its own.
         self._autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
+
+    @cached_property
+    def sessions(self) -> sessionmaker[Session]:
+        """The ORM session factory, made on first use: the read-only commands run Core
+        statements (``connection_scope``) and start without loading ``sqlalchemy.orm``."""
+        from sqlalchemy.orm import sessionmaker
+
+        return sessionmaker(self.engine, expire_on_commit=False)
 
     @classmethod
     def from_url(cls, database_url: str, *, pool_size: int | None = None) -> Database:

@@ -3,49 +3,23 @@ webhook endpoints with their deliveries (the outbox)."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 
 from sqlalchemy import (
     Boolean,
-    DateTime,
     Float,
     ForeignKey,
     Index,
     Integer,
     String,
     Text,
-    TypeDecorator,
     UniqueConstraint,
 )
-from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from refund_worker.schemas import DEFAULT_SHOP, DEFAULT_TENANT, NotificationStatus, RefundStatus
-
-
-def utcnow() -> datetime:
-    """Timezone-aware now, in UTC."""
-    return datetime.now(UTC)
-
-
-class UTCDateTime(TypeDecorator[datetime]):
-    """Stores UTC on every backend and always hands back aware datetimes (SQLite drops tzinfo)."""
-
-    impl = DateTime(timezone=True)
-    cache_ok = True
-
-    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
-        if value is None:
-            return None
-        if value.tzinfo is None:
-            raise ValueError("naive datetime given to a UTC column")
-        value = value.astimezone(UTC)
-        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
-
-    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
-        if value is None:
-            return None
-        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+from refund_worker.statuses import DEFAULT_SHOP, DEFAULT_TENANT, NotificationStatus, RefundStatus
+from refund_worker.tables import UTCDateTime as UTCDateTime  # re-exported, as is utcnow
+from refund_worker.tables import utcnow as utcnow
 
 
 class Base(DeclarativeBase):

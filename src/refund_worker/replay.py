@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import update
 from sqlalchemy.orm import Session
 
+from refund_worker import tables
 from refund_worker.db import Database, rowcount
 from refund_worker.errors import BrokerUnavailable
 from refund_worker.models import Refund, RefundEvent, utcnow
@@ -97,20 +98,23 @@ class ReplayCandidate:
     refused: str | None = None
 
 
-#: What ``plan_replay`` reads of each refund.
-_CANDIDATE_COLUMNS = (
-    Refund.id,
-    Refund.tenant,
-    Refund.idempotency_key,
-    Refund.order_id,
-    Refund.status,
-    Refund.creditmemo_id,
-    Refund.notification_status,
-    Refund.attempts,
-    Refund.notification_attempts,
-    Refund.last_error,
-    Refund.notification_error,
-    Refund.updated_at,
+#: What ``plan_replay`` reads of each refund (Core columns: no ORM row per refund).
+_CANDIDATE_COLUMNS = tuple(
+    tables.refunds.c[name]
+    for name in (
+        "id",
+        "tenant",
+        "idempotency_key",
+        "order_id",
+        "status",
+        "creditmemo_id",
+        "notification_status",
+        "attempts",
+        "notification_attempts",
+        "last_error",
+        "notification_error",
+        "updated_at",
+    )
 )
 
 
@@ -162,8 +166,8 @@ def plan_replay(
     over 20,000 failed refunds stays a fraction of a second of database and Python time.
     """
     plan = ReplayPlan()
-    chosen = replayable_filter(refund_filter, notifications=notifications).statement()
-    rows = session.execute(chosen.with_only_columns(*_CANDIDATE_COLUMNS)).all()
+    chosen = replayable_filter(refund_filter, notifications=notifications)
+    rows = session.execute(chosen.select(*_CANDIDATE_COLUMNS)).all()
     found = {row.id for row in rows} | {row.idempotency_key for row in rows}
     wanted = (*refund_filter.ids, *refund_filter.keys)
     plan.missing = [name for name in dict.fromkeys(wanted) if name not in found]

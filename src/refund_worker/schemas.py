@@ -12,7 +12,6 @@ import json
 import re
 from datetime import datetime
 from decimal import Decimal
-from enum import StrEnum
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -28,70 +27,25 @@ from pydantic import (
 )
 
 from refund_worker.markers import imitates_marker
-from refund_worker.settings import DEFAULT_SHOP as DEFAULT_SHOP  # re-exported
-from refund_worker.settings import MAX_SHOP_NAME, SHOP_NAME_PATTERN
+from refund_worker.statuses import DEFAULT_SHOP as DEFAULT_SHOP  # re-exported, as are these:
+from refund_worker.statuses import DEFAULT_TENANT as DEFAULT_TENANT
+from refund_worker.statuses import MAX_SHOP_NAME, SHOP_NAME_PATTERN
+from refund_worker.statuses import SETTLED_STATUSES as SETTLED_STATUSES
+from refund_worker.statuses import ErrorKind as ErrorKind
+from refund_worker.statuses import NotificationStatus as NotificationStatus
+from refund_worker.statuses import RefundStatus as RefundStatus
+from refund_worker.statuses import Service as Service
 
 MAX_AMOUNT = Decimal("1000000000")
 MAX_QTY = Decimal("1000000")
 MAX_ITEMS = 1000
 MAX_COMMENT_LENGTH = 2000
-#: The tenant of refunds enqueued without an API key (Python API, CLI).
-DEFAULT_TENANT = "default"
 #: Tenant names, as API key names: 1-64 of A-Z a-z 0-9 _ . -
 TENANT_PATTERN = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 
 
-class RefundStatus(StrEnum):
-    """Where a refund is in its life."""
-
-    RECEIVED = "received"
-    QUEUED = "queued"
-    PROCESSING = "processing"
-    RETRYING = "retrying"
-    SUCCEEDED = "succeeded"
-    FAILED = "failed"
-    #: Magento shows something only a person can settle (a credit memo carrying this refund's
-    #: marker that does not fit it, or that already backs another refund). Never a success;
-    #: replayable once a person has looked.
-    NEEDS_ATTENTION = "needs_attention"
-
-
-SETTLED_STATUSES = frozenset(
-    {RefundStatus.SUCCEEDED, RefundStatus.FAILED, RefundStatus.NEEDS_ATTENTION}
-)
-
-
-class ErrorKind(StrEnum):
-    """What kind of error a refund's ``last_error`` is."""
-
-    PERMANENT = "permanent"  # Magento (or the request) said no: replayable once fixed
-    RETRYABLE = "retryable"  # transient; also a refund that gave up after its attempts
-    ATTENTION = "attention"  # Magento shows what only a person can settle
-
-
-class NotificationStatus(StrEnum):
-    """Where the customer's credit-memo email is."""
-
-    NOT_REQUESTED = "not_requested"
-    PENDING = "pending"
-    SENDING = "sending"
-    RETRYING = "retrying"
-    SENT = "sent"
-    NOT_SENT = "not_sent"  # Magento answered false: its credit-memo emails are off or queued
-    FAILED = "failed"
-
-
 #: ``service`` when the worker chooses it (from the payment and the invoices).
 AUTO: Literal["auto"] = "auto"
-
-
-class Service(StrEnum):
-    """The Magento service a refund is sent to."""
-
-    INVOICE = "invoice"  # POST /V1/invoice/{invoiceId}/refund (RefundInvoice)
-    ORDER = "order"  # POST /V1/order/{orderId}/refund (RefundOrder, offline)
-    CREDITMEMO = "creditmemo"  # POST /V1/creditmemo/refund (CreditmemoManagement)
-    RECORD_ONLY = "record_only"  # POST /V1/creditmemo (repository save; moves no money)
 
 
 def _finite_with_four_places(value: Decimal) -> Decimal:

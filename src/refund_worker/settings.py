@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import re
 from functools import lru_cache
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
@@ -19,9 +18,14 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, SettingsError
 
+from refund_worker.environment import DATABASE_DIALECTS as DATABASE_DIALECTS  # re-exported
+from refund_worker.environment import DEFAULT_DATABASE_URL, ENV_FILE
+from refund_worker.environment import ENV_PREFIX as ENV_PREFIX  # re-exported
+from refund_worker.environment import database_url_problem as database_url_problem
 from refund_worker.errors import ConfigurationError
-
-ENV_PREFIX = "REFUND_WORKER_"
+from refund_worker.statuses import DEFAULT_SHOP as DEFAULT_SHOP  # re-exported
+from refund_worker.statuses import MAX_SHOP_NAME as MAX_SHOP_NAME
+from refund_worker.statuses import SHOP_NAME_PATTERN as SHOP_NAME_PATTERN
 
 #: Values people leave in example files; refused for any secret.
 PLACEHOLDER_SECRETS = frozenset(
@@ -66,12 +70,6 @@ class ApiKey(BaseModel):
         return self.tenant or self.name
 
 
-#: The shop today's single-shop ``REFUND_WORKER_MAGENTO_*`` settings describe.
-DEFAULT_SHOP = "default"
-#: Shop names: 1-32 of a-z 0-9, words joined by one ``_`` or ``-`` (they appear in paths,
-#: Redis keys and the ``shop`` column).
-SHOP_NAME_PATTERN = re.compile(r"[a-z0-9]+(?:[_-][a-z0-9]+)*")
-MAX_SHOP_NAME = 32
 
 _SHOP_OAUTH_FIELDS = (
     "oauth_consumer_key",
@@ -182,7 +180,7 @@ class Settings(BaseSettings):
     """Everything refund-worker can be told; secrets are ``SecretStr`` and never printed."""
 
     model_config = SettingsConfigDict(
-        env_prefix=ENV_PREFIX, env_file=".env", extra="ignore", frozen=True
+        env_prefix=ENV_PREFIX, env_file=ENV_FILE, extra="ignore", frozen=True
     )
 
     #: Secret-bearing URLs (they may hold a password): read them with ``broker_dsn`` and
@@ -191,7 +189,7 @@ class Settings(BaseSettings):
     #: A Redis for the shared Magento call limit when the broker is not Redis (RabbitMQ): every
     #: worker must see the same limit. With a Redis broker the broker's Redis serves.
     redis_url: SecretStr | None = None
-    database_url: SecretStr = SecretStr("sqlite:///refund_worker.db")
+    database_url: SecretStr = SecretStr(DEFAULT_DATABASE_URL)
     #: Database connections each process keeps open. Default: a worker's concurrency + 1 (one
     #: per task thread, so none is opened and closed per task), 10 for other processes.
     database_pool_size: int | None = Field(None, ge=1, le=1000)
@@ -535,28 +533,6 @@ _BROKER_KINDS = {"redis": "redis", "rediss": "redis", "amqp": "amqp", "amqps": "
 def broker_kind(url: str) -> str:
     """``redis``, ``amqp`` or ``memory`` for a broker URL (``unknown`` for anything else)."""
     return _BROKER_KINDS.get(url.partition("://")[0], "unknown")
-
-
-#: Database backends the worker supports.
-DATABASE_DIALECTS = frozenset({"sqlite", "postgresql"})
-
-
-def database_url_problem(url: str) -> str | None:
-    """Why ``url`` cannot be the worker's database URL, or None; never repeats the URL (it may
-    hold a password)."""
-    from sqlalchemy.engine import make_url
-    from sqlalchemy.exc import ArgumentError
-
-    expected = "expected sqlite:///path/to/file.db or postgresql+psycopg://user:password@host/db"
-    try:
-        parsed = make_url(url)
-    except ArgumentError:
-        return f"not a database URL: {expected}"
-    if parsed.get_backend_name() not in DATABASE_DIALECTS:
-        return f"the {parsed.get_backend_name()!r} database is not supported: {expected}"
-    if parsed.get_backend_name() == "postgresql" and parsed.get_driver_name() != "psycopg":
-        return f"name the psycopg driver (postgresql+psycopg://): {expected}"
-    return None
 
 
 def load_settings(**overrides: object) -> Settings:

@@ -13,12 +13,15 @@ PACKAGE = Path(__file__).resolve().parents[2] / "src" / "refund_worker"
 
 #: Each module (or package) and its layer, as docs/architecture.md draws them.
 LAYERS: dict[str, float] = {
-    "errors": 1, "settings": 1, "markers": 1, "broker_fixes": 1, "metrics": 1,
-    "schemas": 2, "models": 2, "ratelimit": 2,
-    "db": 3, "magento": 3, "routing": 3, "order_shapes": 3, "reconcile": 3, "attempts": 3,
+    "errors": 1, "statuses": 1, "environment": 1, "settings": 1, "markers": 1,
+    "broker_fixes": 1, "metrics": 1,
+    "schemas": 2, "tables": 2, "models": 2, "ratelimit": 2,
+    "db": 3, "magento": 3, "routing": 3, "order_shapes": 3,
+    "reconcile": 3, "attempts": 3,
     "outbox": 3,
     "store": 3.5,
-    "refunds": 4, "notifications": 4, "intake": 4, "queries": 4, "sweeper": 4,
+    "refunds": 4, "notifications": 4, "intake": 4, "queries": 4, "views": 4,
+    "sweeper": 4,
     "webhooks": 4, "retention": 4,
     "celery_app": 5, "publishing": 5, "queues": 5, "runtime": 5, "tasks": 5, "exporter": 5,
     "replay": 6,

@@ -1,15 +1,18 @@
-"""What the CLI's commands share: settings, the database, a publisher, the clock, filters."""
+"""What the CLI's commands share: settings, the database, a publisher, the clock, filters.
+
+Nothing here loads pydantic, the ORM or Celery at import: the read-only commands must not.
+"""
 
 from __future__ import annotations
 
 import getpass
 from collections.abc import Callable, Sequence
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 import click
 
-from refund_worker.schemas import RefundStatus, Service
+from refund_worker.statuses import RefundStatus, Service
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -36,6 +39,18 @@ def open_database() -> Any:
     return opened
 
 
+def open_read_database() -> Any:
+    """``open_database`` for the read-only commands: the database URL is read as the settings
+    read it (``environment``), without building the settings; the other settings are not
+    checked, since these commands use none of them."""
+    from refund_worker.db import database_for
+    from refund_worker.environment import database_url
+
+    opened = database_for(database_url())
+    opened.prepare()
+    return opened
+
+
 def broker_publisher() -> Any:
     """A publisher on a Celery app built from the current settings."""
     from refund_worker.celery_app import create_app
@@ -46,14 +61,12 @@ def broker_publisher() -> Any:
 
 def utc_now() -> datetime:
     """Now, in UTC."""
-    from refund_worker.models import utcnow
-
-    return utcnow()
+    return datetime.now(UTC)
 
 
 def moment(ctx: click.Context, param: click.Parameter, value: str | None) -> datetime | None:
     """``2h``/``3d`` ago, an ISO date (midnight UTC) or an ISO date-time (UTC unless offset)."""
-    from refund_worker.queries import parse_moment
+    from refund_worker.views import parse_moment
 
     if value is None:
         return None
@@ -65,7 +78,7 @@ def moment(ctx: click.Context, param: click.Parameter, value: str | None) -> dat
 
 def duration(ctx: click.Context, param: click.Parameter, value: str) -> timedelta:
     """``30m``, ``2h``, ``3d``, ``1w``."""
-    from refund_worker.queries import parse_duration
+    from refund_worker.views import parse_duration
 
     try:
         duration = parse_duration(value)

@@ -1,5 +1,9 @@
 """``refund-worker status``, ``list`` and ``stats``: reading the database, the source of truth
-(Flower's history is lost when it restarts)."""
+(Flower's history is lost when it restarts).
+
+They read through ``views`` (SQLAlchemy Core) with the database URL alone (``environment``), so
+they start without the ORM, pydantic, the settings' model or Celery (a test holds them to it).
+"""
 
 from __future__ import annotations
 
@@ -12,7 +16,13 @@ import click
 from rich.table import Column, Table
 
 from refund_worker.cli import output
-from refund_worker.cli.common import STATUSES, duration, filter_options, open_database, utc_now
+from refund_worker.cli.common import (
+    STATUSES,
+    duration,
+    filter_options,
+    open_read_database,
+    utc_now,
+)
 from refund_worker.cli.output import age, id_column, ms, print_json, status_markup
 
 DEFAULT_LIST_LIMIT = 50
@@ -27,36 +37,36 @@ def status(
     refund_id: str | None, idempotency_key: str | None, tenant: str | None, as_json: bool
 ) -> None:
     """Show one refund (by id, or ``--key KEY``) with its Magento calls and events."""
-    from refund_worker.queries import refund_events, refund_view
+    from refund_worker import views
 
     if (refund_id is None) == (idempotency_key is None):
         raise click.UsageError("give a refund id, or --key KEY; one of the two")
-    with open_database().session_scope() as session:
+    with open_read_database().connection_scope() as connection:
         if idempotency_key is not None:
-            refund_id = _one_refund_by_key(session, idempotency_key, tenant)
+            refund_id = _one_refund_by_key(connection, idempotency_key, tenant)
         assert refund_id is not None
-        view = refund_view(session, refund_id)
-        events = refund_events(session, view.id) if view is not None else []
+        view = views.refund_document(connection, refund_id)
+        events = views.events(connection, view["id"]) if view is not None else []
     if view is None:
         output.err_console.print(f"no refund with id {refund_id!r}", markup=False)
         sys.exit(2)
     if as_json:
-        document = view.model_dump(mode="json")
-        document["events"] = [dataclasses.asdict(event) for event in events]
-        print_json(document)
+        view["events"] = [dataclasses.asdict(event) for event in events]
+        print_json(view)
         return
-    table = Table(show_header=False, title=f"refund {view.id}")
-    for key, value in view.summary().items():
+    calls_shown = view.pop("calls")
+    table = Table(show_header=False, title=f"refund {view['id']}")
+    for key, value in view.items():
         table.add_row(key, "" if value is None else str(value))
     output.console.print(table)
     calls = Table("attempt", "operation", "HTTP", "ms", "error", title="Magento calls")
-    for call in view.calls:
+    for call in calls_shown:
         calls.add_row(
-            str(call.attempt),
-            call.operation,
-            str(call.http_status or "-"),
-            f"{call.duration_ms:.0f}",
-            call.error or "",
+            str(call["attempt"]),
+            call["operation"],
+            str(call["http_status"] or "-"),
+            f"{call['duration_ms']:.0f}",
+            call["error"] or "",
         )
     output.console.print(calls)
     if events:
@@ -68,12 +78,12 @@ def status(
         output.console.print(history)
 
 
-def _one_refund_by_key(session: Any, idempotency_key: str, tenant: str | None) -> str:
+def _one_refund_by_key(connection: Any, idempotency_key: str, tenant: str | None) -> str:
     """The id of the refund stored under ``idempotency_key`` (in ``tenant``); exits 2 when
     there is none, and asks for ``--tenant`` when several tenants used the key."""
-    from refund_worker.queries import refunds_by_key
+    from refund_worker.views import refund_ids_by_key
 
-    rows = refunds_by_key(session, idempotency_key, tenant=tenant)
+    rows = refund_ids_by_key(connection, idempotency_key, tenant=tenant)
     if not rows:
         where = f" in tenant {tenant!r}" if tenant else ""
         output.err_console.print(
@@ -107,7 +117,7 @@ def list_command(
     as_json: bool,
 ) -> None:
     """List refunds, newest first (``list --status failed --since 1d``)."""
-    from refund_worker.queries import RefundFilter, list_refunds
+    from refund_worker.views import RefundFilter, document, summaries
 
     refund_filter = RefundFilter(
         tenant=tenant,
@@ -121,12 +131,12 @@ def list_command(
         until=until,
         limit=limit or None,
     )
-    with open_database().session_scope() as session:
-        views = list_refunds(session, refund_filter)
+    with open_read_database().connection_scope() as connection:
+        rows = summaries(connection, refund_filter)
     if as_json:
-        print_json([view.summary() for view in views])
+        print_json([document(row) for row in rows])
         return
-    if not views:
+    if not rows:
         output.err_console.print("no refunds match")
         return
     now = utc_now()
@@ -141,23 +151,23 @@ def list_command(
         Column("status", no_wrap=True),
         Column("tries", no_wrap=True),
         "last error",
-        title=f"{len(views)} refunds",
+        title=f"{len(rows)} refunds",
     )
-    for view in views:
+    for row in rows:
         table.add_row(
-            age((now - view.created_at).total_seconds()) + " ago",
-            view.id,
-            view.tenant,
-            view.shop,
-            view.idempotency_key,
-            _order(view.order_id, view.order_increment_id),
-            view.service or view.service_requested,
-            status_markup(view.status.value),
-            str(view.attempts),
-            view.attention or view.last_error or "",
+            age((now - row.created_at).total_seconds()) + " ago",
+            row.id,
+            row.tenant,
+            row.shop,
+            row.idempotency_key,
+            _order(row.order_id, row.order_increment_id),
+            row.service or row.service_requested,
+            status_markup(row.status),
+            str(row.attempts),
+            row.attention or row.last_error or "",
         )
     output.console.print(table)
-    if limit and len(views) == limit:
+    if limit and len(rows) == limit:
         output.err_console.print(f"showing the newest {limit}; use --limit to see more")
 
 
@@ -174,10 +184,10 @@ def list_command(
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def stats(window: timedelta, shop: str | None, as_json: bool) -> None:
     """Counts by status, the oldest unsettled refund, attempts, Magento latency p50/p95."""
-    from refund_worker.queries import refund_stats
+    from refund_worker.views import refund_stats
 
-    with open_database().session_scope() as session:
-        result = refund_stats(session, utc_now(), latency_window=window, shop=shop)
+    with open_read_database().connection_scope() as connection:
+        result = refund_stats(connection, utc_now(), latency_window=window, shop=shop)
     if as_json:
         document = dataclasses.asdict(result)
         document["oldest_unsettled_age_seconds"] = result.oldest_unsettled_age_seconds
