@@ -3,6 +3,7 @@ breaking the database and making Magento commit-then-fail; then prove nothing wa
 
     python bench/fault_run.py --refunds 1000 --workers 2
     python bench/fault_run.py --shops 3      # three shops, one answering 503 for a minute
+    python bench/fault_run.py --broker both  # Redis, then a private RabbitMQ node (restarted)
 
 Needs PostgreSQL on 127.0.0.1:5432 (a database of its own is created and dropped) and the
 ``redis-server`` binary (a private instance on a free port is started, restarted and stopped; the
@@ -17,6 +18,7 @@ import json
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -85,8 +87,29 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="where logs go (default: a new temporary directory)",
     )
+    parser.add_argument("--broker", choices=("redis", "amqp", "both"), default="redis")
     parser.add_argument("--output", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
+    brokers = ("redis", "amqp") if args.broker == "both" else (args.broker,)
+    codes = [run_one(args, argv, broker) for broker in brokers]
+    return max(codes)
+
+
+def merge_result(path: Path, broker: str, payload: dict[str, Any]) -> None:
+    """One results file, a section per broker (an older file without sections is Redis's)."""
+    try:
+        existing = json.loads(path.read_text())
+    except (OSError, ValueError):
+        existing = {}
+    if "figures" in existing:
+        existing = {"redis": existing}
+    existing[broker] = payload
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(existing, indent=2, default=str) + "\n")
+
+
+def run_one(args: argparse.Namespace, argv: list[str], broker: str) -> int:
+    """One run on ``broker``; prints its table and merges its section into ``--output``."""
     config = FaultConfig(
         refunds=args.refunds,
         workers=args.workers,
@@ -99,6 +122,7 @@ def main(argv: list[str] | None = None) -> int:
         duplicate_messages=not args.no_duplicates,
         webhooks=not args.no_webhooks,
         webhook_failure_share=args.webhook_failure_share,
+        broker=broker,
     )
     started = time.monotonic()
     report = run_fault_run(
@@ -113,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  {count:5d}  {reason}")
     chaos = report.chaos
     print(
-        f"kills: {chaos['kills']}; redis restarts: {chaos['redis_restarts']}; "
+        f"broker: {broker}; kills: {chaos['kills']}; broker restarts: {chaos['redis_restarts']}; "
         f"db connections terminated: {chaos['db_connections_terminated']}; "
         f"unexpected process exits: {len(chaos['unexpected_exits'])}"
     )
@@ -123,13 +147,10 @@ def main(argv: list[str] | None = None) -> int:
     if broken:
         print(f"violations: {json.dumps(broken, indent=1, default=str)[:4000]}")
     payload = report.to_json()
-    payload["command"] = "python bench/fault_run.py " + " ".join(
-        sys.argv[1:] if argv is None else argv
-    )
+    payload["command"] = "python bench/fault_run.py " + " ".join(argv)
     payload["wall_seconds"] = round(time.monotonic() - started, 1)
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(payload, indent=2, default=str) + "\n")
-    print(f"{'OK' if report.ok else 'INVARIANT BROKEN'}; wrote {args.output}")
+    merge_result(args.output, broker, payload)
+    print(f"{'OK' if report.ok else 'INVARIANT BROKEN'} on {broker}; wrote {args.output}")
     return 0 if report.ok else 1
 
 

@@ -57,6 +57,7 @@ from refund_worker.outbox import EventType
 from refund_worker.publishing import CeleryPublisher
 from refund_worker.settings import Settings
 from refund_worker.simulator.testing import LISTENING_PREFIX
+from refund_worker.testing.rabbit import PrivateRabbit, private_rabbit
 from refund_worker.testing.receiver import Receiver
 from refund_worker.webhooks import WebhookVerificationError, verify
 from refund_worker.webhooks.endpoints import EndpointRequest, register
@@ -142,6 +143,8 @@ class FaultConfig:
     )
     pg_admin_url: str = PG_ADMIN_URL
     log_level: str = "INFO"
+    #: ``redis`` or ``amqp`` (a private RabbitMQ node; a private Redis still backs the limiter).
+    broker: str = "redis"
 
 
 # ----------------------------------------------------------------------------- infrastructure
@@ -581,7 +584,7 @@ class Chaos:
         self,
         config: FaultConfig,
         fleet: Fleet,
-        broker: PrivateRedis,
+        broker: PrivateRedis | PrivateRabbit,
         sim: SimControl,
         db_name: str,
         log: ChaosLog,
@@ -726,8 +729,15 @@ class Chaos:
         self.log.note("webhook receiver back")
 
     def _restart_redis(self) -> None:
+        """Restart the broker: Redis SIGKILLed (back empty), RabbitMQ stopped (back with its
+        quorum queues' messages)."""
         queued = self.broker.queued()
         emails = self.broker.queued("refunds.notify")
+        if isinstance(self.broker, PrivateRabbit):
+            self.log.note("rabbitmq restart: stop", messages_queued=queued, emails_queued=emails)
+            self.broker.restart(self.config.redis_down_seconds)
+            self.log.note("rabbitmq back")
+            return
         self.log.note("redis restart: SIGKILL", messages_queued=queued, emails_queued=emails)
         self.broker.restart(self.config.redis_down_seconds)
         self.log.note("redis back (empty)")
@@ -1315,14 +1325,20 @@ def run_fault_run(
     workdir = workdir or Path(tempfile.mkdtemp(prefix="refund-fault-run-"))
     workdir.mkdir(parents=True, exist_ok=True)
     with (
-        private_redis(workdir) as broker,
+        private_redis(workdir) as redis_server,
+        contextlib.ExitStack() as stack,
         private_pg_database(config.pg_admin_url) as (database_url, db_name),
         simulator_subprocess(
             workdir, ["--token", TOKEN, "--fault-seed", str(config.seed)]
         ) as simulator,
     ):
+        broker: PrivateRedis | PrivateRabbit = redis_server
+        if config.broker == "amqp":
+            broker = stack.enter_context(private_rabbit(workdir))
         sim = SimControl(simulator.url)
         env = worker_env(config, broker.url(), database_url, simulator.url)
+        if config.broker == "amqp":  # the shared rate limiter lives in Redis
+            env["REFUND_WORKER_REDIS_URL"] = redis_server.url()
         settings = settings_from_env(env)
         database = Database.from_url(database_url)
         fleet = Fleet(env, workdir, config.concurrency)
@@ -1442,6 +1458,7 @@ def run_fault_run(
                 "kills": dict(log.kills),
                 "worker_starts": dict(fleet.starts),
                 "unexpected_exits": fleet.unexpected_exits,
+                "broker": config.broker,
                 "redis_restarts": broker.restarts,
                 "db_connections_terminated": log.db_connections_terminated,
                 "faults_fired": dict(log.faults_seen),
