@@ -112,8 +112,9 @@ def test_malformed_settings_are_one_line_for_the_cli_too(
     sqlite_url: str, redis_url: str, extra: dict[str, str], named: str
 ) -> None:
     env = {**base_env(sqlite_url, redis_url), **extra}
+    # A command that loads the whole settings (status, list and stats read only the database URL).
     result = subprocess.run(
-        [sys.executable, "-m", "refund_worker.cli", "list"],
+        [sys.executable, "-m", "refund_worker.cli", "replay", "--status", "failed", "--dry-run"],
         env=env, capture_output=True, text=True, timeout=60, check=False,
     )
     _one_clear_line(result, named)
