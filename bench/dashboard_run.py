@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -41,16 +40,11 @@ import common
 import httpx
 import render_dashboard
 
+from refund_worker.testing.ports import free_port
 from refund_worker.testing.receiver import Receiver
 
 TOKEN = "bench-metrics-token-0123456789"
 SECRET_KEY = "bench-webhook-secret-key-0123456789abcdef"
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def main() -> None:

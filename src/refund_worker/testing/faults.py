@@ -32,7 +32,6 @@ import random
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -57,6 +56,7 @@ from refund_worker.outbox import EventType
 from refund_worker.publishing import CeleryPublisher
 from refund_worker.settings import Settings
 from refund_worker.simulator.testing import LISTENING_PREFIX
+from refund_worker.testing.ports import free_port
 from refund_worker.testing.rabbit import PrivateRabbit, private_rabbit
 from refund_worker.testing.receiver import Receiver
 from refund_worker.webhooks import WebhookVerificationError, verify
@@ -148,12 +148,6 @@ class FaultConfig:
 
 
 # ----------------------------------------------------------------------------- infrastructure
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class PrivateRedis:

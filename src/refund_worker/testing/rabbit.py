@@ -19,13 +19,9 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from refund_worker.testing.ports import free_port
+
 SBIN = Path("/usr/lib/rabbitmq/bin")
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _binary(name: str) -> str | None:
@@ -39,8 +35,8 @@ class PrivateRabbit:
 
     def __init__(self, workdir: Path) -> None:
         self.workdir = workdir / f"rabbit-{os.getpid()}-{secrets.token_hex(3)}"
-        self.port = _free_port()
-        self.dist_port = _free_port()
+        self.port = free_port()
+        self.dist_port = free_port()
         self.node = f"rw-fault-{os.getpid()}-{secrets.token_hex(3)}@localhost"
         self.process: subprocess.Popen[bytes] | None = None
         self.restarts = 0
