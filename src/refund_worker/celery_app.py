@@ -25,7 +25,8 @@ priorities, no global QoS: Celery's ``worker_detect_quorum_queues`` makes the pr
 per consumer), each bound to a topic exchange of its name so that retries with a countdown go
 through Celery's native delayed delivery (the ``celery_delayed_*`` queues) instead of waiting
 unacknowledged in the worker; publishes are confirmed by the broker (``confirm_publish``), and
-start-up checks that RabbitMQ's consumer timeout, like Redis's visibility timeout, exceeds the
+task events go on a connection without confirms (:mod:`refund_worker.worker_consumer`: with them a
+worker can stall), and start-up checks that RabbitMQ's consumer timeout, like Redis's visibility timeout, exceeds the
 longest countdown plus the lease (docs/operations.md, "Which broker").
 """
 
@@ -99,6 +100,7 @@ def configure(app: Celery, settings: Settings) -> None:
             task_create_missing_queues=False,
             worker_detect_quorum_queues=True,
             broker_native_delayed_delivery_queue_type="quorum",
+            worker_consumer="refund_worker.worker_consumer:EventsWithoutConfirms",
         )
     app.conf.update(
         broker_url=settings.broker_dsn,
