@@ -24,9 +24,9 @@ On RabbitMQ (``amqp://``) the three queues are durable **quorum** queues (replic
 priorities, no global QoS: Celery's ``worker_detect_quorum_queues`` makes the prefetch
 per consumer), each bound to a topic exchange of its name so that retries with a countdown go
 through Celery's native delayed delivery (the ``celery_delayed_*`` queues) instead of waiting
-unacknowledged in the worker; publishes are confirmed by the broker (``confirm_publish``), and
-task events go on a connection without confirms (:mod:`refund_worker.worker_consumer`: with them a
-worker can stall), and start-up checks that RabbitMQ's consumer timeout, like Redis's visibility timeout, exceeds the
+unacknowledged in the worker; publishes are confirmed by the broker (``confirm_publish``) except
+task events' (:mod:`refund_worker.worker_consumer`: with confirms a worker can stall), and
+start-up checks that RabbitMQ's consumer timeout, like Redis's visibility timeout, exceeds the
 longest countdown plus the lease (docs/operations.md, "Which broker").
 """
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 from typing import Any
 
 from celery.worker.consumer import Consumer
-from kombu import Connection
+from kombu.connection import Connection
 
 
 class EventsWithoutConfirms(Consumer):  # type: ignore[misc]
@@ -25,5 +25,7 @@ class EventsWithoutConfirms(Consumer):  # type: ignore[misc]
         connection: Connection = self.app.connection_for_write(url=url, heartbeat=heartbeat)
         options = connection.transport_options or {}
         if options.get("confirm_publish"):
-            connection = connection.clone(transport_options={**options, "confirm_publish": False})
+            connection = connection.clone(  # type: ignore[no-untyped-call]
+                transport_options={**options, "confirm_publish": False}
+            )
         return self.ensure_connected(connection)
