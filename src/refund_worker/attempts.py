@@ -87,6 +87,14 @@ class AttemptPolicy:
             delay = max(delay, self.in_doubt_wait)
         return min(delay, self.longest_countdown)
 
+    def paused_delay(self, wait: float, rng: random.Random) -> float:
+        """When work for a shop paused for ``wait`` more seconds comes back (uncounted): spread
+        between twice the pause and the pause plus half the longest countdown, so a shop that is
+        down costs each refund or email a delivery every few tens of seconds, and is not hit by
+        all of them at once when it is back."""
+        longest = self.longest_countdown
+        return min(longest, wait + rng.uniform(wait, max(wait, longest / 2)))
+
     def lease_covers_call(self, claimed_at: datetime, now: datetime) -> bool:
         """True while a lease granted at ``claimed_at`` is as good as a renewal for a call now.
 

@@ -22,7 +22,7 @@ from refund_worker import metrics
 from refund_worker.attempts import DUE_SLACK, AttemptPolicy, pause_on_rate_limit
 from refund_worker.errors import PermanentError, RetryableError
 from refund_worker.models import utcnow
-from refund_worker.ratelimit import CallLimiter, NoLimit
+from refund_worker.ratelimit import CallLimiter, NoLimit, ShopPaused
 from refund_worker.refunds import AttemptResult, MagentoAPI, Shop, single_shop, unknown_shop
 from refund_worker.schemas import NotificationStatus
 from refund_worker.settings import Settings
@@ -105,6 +105,15 @@ class NotificationService:
                 log.warning("refund %s: notification lease lost; not sending", refund_id)
                 return AttemptResult(refund_id, NotificationStatus.SENDING, "lease lost; not sent")
             sent = magento.send_creditmemo_email(claim.creditmemo_id, store_code=store_code)
+        except ShopPaused as exc:  # a 429 or a shop that is down: nothing was sent
+            wait = exc.retry_after or 1.0
+            return self._record(
+                claim,
+                NotificationStatus.RETRYING,
+                f"shop {claim.shop!r} is paused for {wait:.1f}s; deferred, not counted",
+                retry_in=self.policy.paused_delay(wait, self.rng),
+                counted=False,
+            )
         except PermanentError as exc:
             return self._record(claim, NotificationStatus.FAILED, exc.message)
         except RetryableError as exc:
@@ -145,10 +154,13 @@ class NotificationService:
         detail: str = "",
         *,
         retry_in: float | None = None,
+        counted: bool = True,
     ) -> AttemptResult:
         now = self.clock()
         next_at = now + timedelta(seconds=retry_in) if retry_in is not None else None
-        recorded = self.store.record(claim, status=status, error=error, next_at=next_at, now=now)
+        recorded = self.store.record(
+            claim, status=status, error=error, next_at=next_at, now=now, counted=counted
+        )
         metrics.email(status.value, claim.shop)
         if not recorded:
             log.warning(

@@ -257,12 +257,7 @@ class RefundService:
             shop.gate.leave(claim.refund_id)
 
     def _paused_delay(self, wait: float) -> float:
-        """When a refund of a shop paused for ``wait`` more seconds comes back: spread between
-        twice the pause and the pause plus half the longest countdown, so a shop that is down
-        costs each of its refunds a delivery every few tens of seconds, and is not hit by all of
-        them at once when it is back."""
-        longest = self.policy.longest_countdown
-        return min(longest, wait + self.rng.uniform(wait, max(wait, longest / 2)))
+        return self.policy.paused_delay(wait, self.rng)
 
     def _note_paused(self, shop: str, seconds: float) -> None:
         with self._paused_lock:

@@ -1003,9 +1003,14 @@ _EMAIL_RECORD_RETRY = _EMAIL_RECORD.values(
     notification_next_at=_param("p_next_at", _email_next_at),
     notification_published_at=_P_NOW,
 )
+#: A retry that was never an attempt (the shop was paused: nothing sent): not counted.
+_EMAIL_RECORD_DEFERRAL = _EMAIL_RECORD_RETRY.values(
+    notification_attempts=_refunds.c.notification_attempts - 1
+)
 _PG_EMAIL_RECORD = _pg_email_record(_EMAIL_RECORD)
 _PG_EMAIL_RECORD_SENT = _pg_email_record(_EMAIL_RECORD, EventType.NOTIFICATION_SENT)
 _PG_EMAIL_RECORD_RETRY = _pg_email_record(_EMAIL_RECORD_RETRY)
+_PG_EMAIL_RECORD_DEFERRAL = _pg_email_record(_EMAIL_RECORD_DEFERRAL)
 
 
 class EmailStore:
@@ -1076,9 +1081,11 @@ class EmailStore:
         error: str | None,
         next_at: datetime | None = None,
         now: datetime | None = None,
+        counted: bool = True,
     ) -> bool:
-        """The send's outcome and its audit rows (``next_at``: retried then); False if the email
-        changed meanwhile (the next owner decides)."""
+        """The send's outcome and its audit rows (``next_at``: retried then; not ``counted``: the
+        attempt is given back, as for a shop that was paused); False if the email changed
+        meanwhile (the next owner decides)."""
         params: dict[str, Any] = {
             "p_refund_id": claim.refund_id,
             "p_version": claim.version,
@@ -1101,6 +1108,8 @@ class EmailStore:
             )
         if next_at is not None:
             statement, one_statement = _EMAIL_RECORD_RETRY, _PG_EMAIL_RECORD_RETRY
+            if not counted:
+                statement, one_statement = _EMAIL_RECORD_DEFERRAL, _PG_EMAIL_RECORD_DEFERRAL
             params["p_next_at"] = next_at
         if self._postgres:
             audit = _audit_arrays(claim.refund_id, claim.attempt, claim.calls)

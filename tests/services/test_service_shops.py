@@ -303,3 +303,27 @@ def test_a_pause_that_begins_after_the_gate_defers_without_sleeping(shops: Shops
     row = shops.row(refund)
     assert (row.status, row.attempts, row.lease_token) == ("retrying", 0, None)
     assert shops.calls == []
+
+
+def test_an_email_of_a_paused_shop_is_deferred_not_counted(shops: Shops) -> None:
+    """A pause costs an email nothing: a shop down for a minute must not use up its attempts
+    (the fault run found emails given up "after 10 attempts" of a paused shop)."""
+    refund = shops.enqueue("eu", shops.order("eu")["order_id"], notify_customer=True)
+    assert shops.refunds().process(refund).status == "succeeded"
+    calls = len(shops.calls)
+    service = shops.notifications()
+    paused = Shop("eu", service.shops["eu"].magento, _PausedLimiter())
+    service.shops["eu"] = paused
+    for _ in range(shops.settings.notification_max_attempts + 2):
+        result = service.send(refund)
+        assert result.status == "retrying"
+        assert "paused for 4.0s; deferred, not counted" in result.detail
+        assert result.retry_in is not None and result.retry_in > 0
+        shops.clock.advance(result.retry_in + 1)
+    row = shops.row(refund)
+    assert (row.notification_status, row.notification_attempts) == ("retrying", 0)
+    assert len(shops.calls) == calls
+
+    service = shops.notifications()
+    assert service.send(refund).status == "sent"
+    assert shops.row(refund).notification_attempts == 1
