@@ -6,6 +6,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from sqlalchemy import (
+    BigInteger,
     Boolean,
     Float,
     ForeignKey,
@@ -150,6 +151,23 @@ class OrderLock(Base):
     order_id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
     refund_id: Mapped[str] = mapped_column(String(36))
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class RefundCount(Base):
+    """Refunds per group, kept by triggers on ``refunds`` (migration 0009; ``counts``): each
+    row adds ``refunds`` (+1 or -1, or a folded sum) to its group."""
+
+    __tablename__ = "refund_counts"
+
+    id: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer(), "sqlite"), primary_key=True
+    )
+    shop: Mapped[str] = mapped_column(String(32))
+    status: Mapped[str] = mapped_column(String(16))
+    notification_status: Mapped[str] = mapped_column(String(16))
+    attempts: Mapped[int] = mapped_column(Integer)
+    in_doubt: Mapped[bool] = mapped_column(Boolean)
+    refunds: Mapped[int] = mapped_column(BigInteger)
 
 
 class WebhookEndpoint(Base):

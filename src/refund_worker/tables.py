@@ -10,7 +10,18 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from sqlalchemy import Boolean, DateTime, Float, Integer, String, Text, TypeDecorator, column, table
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    DateTime,
+    Float,
+    Integer,
+    String,
+    Text,
+    TypeDecorator,
+    column,
+    table,
+)
 from sqlalchemy.engine import Dialect
 
 
@@ -85,4 +96,15 @@ refund_events = table(
     column("kind", String),
     column("detail", Text),
     column("created_at", UTCDateTime()),
+)
+
+refund_counts = table(
+    "refund_counts",
+    column("id", BigInteger),
+    column("shop", String),
+    column("status", String),
+    column("notification_status", String),
+    column("attempts", Integer),
+    column("in_doubt", Boolean),
+    column("refunds", BigInteger),
 )

@@ -19,6 +19,7 @@ from refund_worker.celery_app import (
     app,
     countdown,
 )
+from refund_worker.counts import compact_all
 from refund_worker.db import Database
 from refund_worker.errors import DatabaseUnavailable, RetryableError
 from refund_worker.models import utcnow
@@ -121,7 +122,8 @@ def deliver_webhook(self: Task, delivery_id: str) -> str:
 
 @app.task(name=SWEEP_TASK, ignore_result=True)
 def sweep_stranded() -> dict[str, int]:
-    """Re-publish what a crash or a Redis restart left without a message (run by beat)."""
+    """Re-publish what a crash or a Redis restart left without a message, and fold the refund
+    counts (run by beat)."""
     runtime = get_runtime()
     now = utcnow()
     found = sweep(
@@ -133,6 +135,7 @@ def sweep_stranded() -> dict[str, int]:
         notifications_queued_since=oldest_queued_at(app, NOTIFY_QUEUE, now),
     )
     purge_expired_order_locks(runtime.database, now)
+    compact_all(runtime.database)
     webhooks = sweep_webhooks(runtime.database, runtime.settings, CeleryPublisher(app), now)
     if found.refunds or found.notifications:
         log.warning(

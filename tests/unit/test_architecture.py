@@ -17,7 +17,7 @@ LAYERS: dict[str, float] = {
     "broker_fixes": 1, "worker_consumer": 1, "metrics": 1,
     "schemas": 2, "tables": 2, "models": 2, "ratelimit": 2,
     "db": 3, "magento": 3, "routing": 3, "order_shapes": 3,
-    "reconcile": 3, "attempts": 3,
+    "reconcile": 3, "attempts": 3, "counts": 3,
     "outbox": 3,
     "store": 3.5,
     "refunds": 4, "notifications": 4, "intake": 4, "queries": 4, "views": 4,

@@ -13,8 +13,9 @@ from refund_worker import models, tables
         (tables.refunds, models.Refund.__table__),
         (tables.magento_calls, models.MagentoCall.__table__),
         (tables.refund_events, models.RefundEvent.__table__),
+        (tables.refund_counts, models.RefundCount.__table__),
     ],
-    ids=["refunds", "magento_calls", "refund_events"],
+    ids=["refunds", "magento_calls", "refund_events", "refund_counts"],
 )
 def test_each_column_is_the_tables_own_with_its_type(light: object, declared: object) -> None:
     assert light.name == declared.name  # type: ignore[attr-defined]
