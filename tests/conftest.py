@@ -47,6 +47,15 @@ def need_service(name: str, host: str, port: int) -> None:
     pytest.skip(message)
 
 
+def need_binary(available: bool, message: str) -> None:
+    """Skip (by hand) or fail (in CI) when a program a test runs is not installed."""
+    if available:
+        return
+    if REQUIRE_SERVICES:
+        pytest.fail(message + " (REFUND_WORKER_REQUIRE_SERVICES=1)")
+    pytest.skip(message)
+
+
 @pytest.fixture
 def sqlite_url(tmp_path: os.PathLike[str]) -> str:
     """A fresh SQLite database file for this test."""
@@ -165,11 +174,8 @@ def amqp_server() -> Iterator[tuple[str, VhostPool]]:
     """(URL without a vhost, the pool of test vhosts) of the machine's RabbitMQ."""
     parts = urlsplit(AMQP_URL)
     need_service("RabbitMQ", parts.hostname or "127.0.0.1", parts.port or 5672)
-    if shutil.which("rabbitmqctl") is None:
-        message = "rabbitmqctl is not installed: the tests make vhosts with it"
-        if REQUIRE_SERVICES:
-            pytest.fail(message)
-        pytest.skip(message)
+    need_binary(shutil.which("rabbitmqctl") is not None,
+                "rabbitmqctl is not installed: the tests make vhosts with it")
     pool = VhostPool(parts.username or "guest")
     try:
         yield AMQP_URL.rstrip("/"), pool

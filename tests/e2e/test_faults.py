@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from refund_worker.testing.faults import FaultConfig, PrivateRedis, run_fault_run
+from tests.conftest import need_binary
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.postgres, pytest.mark.redis]
 
@@ -51,8 +52,8 @@ SMALL = FaultConfig(
 
 
 def test_nothing_is_lost_or_doubled_under_fire(pg_server: str, tmp_path: Path) -> None:
-    if not PrivateRedis.available():
-        pytest.skip("redis-server is not installed: the test restarts a private instance")
+    need_binary(PrivateRedis.available(),
+                "redis-server is not installed: the test restarts a private instance")
     config = FaultConfig(**{**SMALL.__dict__, "pg_admin_url": pg_server})
     report = run_fault_run(config, tmp_path / "run")
     broken = {name: found for name, found in report.violations.items() if found}

@@ -13,7 +13,7 @@ import pytest
 
 from refund_worker.simulator import SimulatorState
 from refund_worker.testing.rabbit import PrivateRabbit, private_rabbit
-from tests.conftest import REQUIRE_SERVICES
+from tests.conftest import need_binary
 from tests.e2e.conftest import make_stack
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.postgres]
@@ -22,11 +22,8 @@ pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.postgres]
 def test_nothing_lost_or_doubled_across_a_rabbitmq_restart(
     pg_url: str, tmp_path: Path, sim_state: SimulatorState
 ) -> None:
-    if not PrivateRabbit.available():
-        message = "rabbitmq-server is not installed: the test restarts a private node"
-        if REQUIRE_SERVICES:
-            pytest.fail(message)
-        pytest.skip(message)
+    need_binary(PrivateRabbit.available(),
+                "rabbitmq-server is not installed: the test restarts a private node")
     with private_rabbit(tmp_path) as node, contextlib.contextmanager(make_stack)(
         pg_url, node.url(), tmp_path, sim_state
     ) as stack:

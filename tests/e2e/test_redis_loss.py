@@ -17,6 +17,7 @@ import pytest
 
 from refund_worker.simulator import SimulatorState
 from refund_worker.testing.faults import PrivateRedis, private_redis
+from tests.conftest import need_binary
 from tests.e2e.conftest import make_stack
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.redis]
@@ -25,8 +26,8 @@ pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.redis]
 def test_a_worker_survives_redis_dying_under_running_tasks(
     sqlite_url: str, tmp_path: Path, sim_state: SimulatorState
 ) -> None:
-    if not PrivateRedis.available():
-        pytest.skip("redis-server is not installed: the test kills a private instance")
+    need_binary(PrivateRedis.available(),
+                "redis-server is not installed: the test kills a private instance")
     with private_redis(tmp_path) as broker, contextlib.contextmanager(make_stack)(
         sqlite_url, broker.url(), tmp_path, sim_state
     ) as stack:

@@ -318,7 +318,8 @@ def test_an_email_of_a_paused_shop_is_deferred_not_counted(shops: Shops) -> None
         result = service.send(refund)
         assert result.status == "retrying"
         assert "paused for 4.0s; deferred, not counted" in result.detail
-        assert result.retry_in is not None and result.retry_in > 0
+        assert result.retry_in is not None
+        assert result.retry_in > 0
         shops.clock.advance(result.retry_in + 1)
     row = shops.row(refund)
     assert (row.notification_status, row.notification_attempts) == ("retrying", 0)
