@@ -600,7 +600,8 @@ def print_table(title: str, rows: Sequence[dict[str, Any]], columns: Sequence[st
     columns = list(columns) or list(dict.fromkeys(k for row in rows for k in row))
     table = Table(title=title)
     for column in columns:
-        table.add_column(column, justify="left" if column in ("what", "run", "note") else "right")
+        text_column = column in ("what", "run", "note")
+        table.add_column(column, justify="left" if text_column else "right", no_wrap=text_column)
     for row in rows:
         table.add_row(*(_cell(row.get(column)) for column in columns))
     console.print(table)
@@ -612,6 +613,16 @@ def _cell(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:,.3f}" if abs(value) < 10 else f"{value:,.0f}"
     return str(value)
+
+
+def by_broker(
+    settings: dict[str, Any], sections: dict[str, dict[str, Any]], **shared: Any
+) -> dict[str, Any]:
+    """A run's JSON: the one broker's section inline (the shape from before ``--broker``), or a
+    section per broker."""
+    if len(sections) > 1:
+        return {"settings": settings, **shared, **sections}
+    return {"settings": settings, **next(iter(sections.values())), **shared}
 
 
 def write_json(name: str, payload: dict[str, Any]) -> Path:

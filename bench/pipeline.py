@@ -7,9 +7,15 @@ record), against the simulator with no latency. Each repeat gives one ratio; the
 reported. ``--profile`` then samples the worker with py-spy during one more refund run and
 splits its CPU into Celery, database, HTTP and our code (``bench/profile_worker.py``).
 
+``--broker amqp`` runs it on a private RabbitMQ node instead of Redis; ``--broker both`` on each,
+with a stack and a worker per broker, alternating repeat by repeat (redis, amqp, redis, ...) so
+the machine's noise hits both alike: one table with a median row per broker, one JSON with a
+section per broker.
+
     python bench/pipeline.py                      # ~3 min
     python bench/pipeline.py --refunds 500 --noops 1000 --repeat 1   # smoke, < 1 min
     python bench/pipeline.py --patch NAME         # with a prototype fix (bench/patches.py)
+    python bench/pipeline.py --broker both --refunds 1000 --noops 3000 --repeat 2   # ~3 min
 """
 
 from __future__ import annotations
@@ -78,9 +84,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "refunds_per_run": args.refunds,
         "noops_per_run": args.noops,
     }
-    if several:
-        return {"settings": settings, "target_ratio": TARGET, **sections}
-    return {"settings": settings, **next(iter(sections.values())), "target_ratio": TARGET}
+    return common.by_broker(settings, sections, target_ratio=TARGET)
 
 
 class _Lane:
