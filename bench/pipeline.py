@@ -140,6 +140,8 @@ class _Lane:
 _COLUMNS = [
     "what",
     "noop_per_s",
+    "noop_pub_s",
+    "noop_s",
     "refunds_per_s",
     "ratio",
     "noop_cpu_ms",
@@ -163,6 +165,8 @@ def _row(broker: str, repeat: int, noop: dict[str, Any], refunds: dict[str, Any]
     return {
         "what": f"{broker} run {repeat + 1}",
         "noop_per_s": noop["tasks_per_s"],
+        "noop_pub_s": noop["publish_s"],
+        "noop_s": noop["seconds"],
         "refunds_per_s": refunds["refunds_per_s"],
         "ratio": round(refunds["refunds_per_s"] / noop["tasks_per_s"], 3),
         "noop_cpu_ms": noop["worker_cpu_ms_per_task"],
