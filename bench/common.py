@@ -2,9 +2,12 @@
 
 Everything runs against the machine's Redis and PostgreSQL: a Redis db of our own (flushed
 before and after, never FLUSHALL), a private PostgreSQL database per run (dropped after), and
-the simulator as its own process. Workers are real processes started through
-``bench/worker.py`` (the app of ``refund_worker.celery_app`` plus a no-op task and optional
-prototype patches), with the same arguments ``refund-worker worker`` passes.
+the simulator as its own process. The broker is that Redis db, or (``broker="amqp"``, the
+scripts' ``--broker amqp|both``) a private RabbitMQ node (``refund_worker.testing.rabbit``,
+~9 s to start), the Redis db then serving the limiter and the shop gates only. Workers are
+real processes started through ``bench/worker.py`` (the app of ``refund_worker.celery_app`` plus
+a no-op task and optional prototype patches), with the same arguments ``refund-worker worker``
+passes.
 
 The machine is shared and noisy, so every figure is a ratio taken in the same run, and the
 scripts repeat and report medians where it matters.
@@ -12,6 +15,7 @@ scripts repeat and report medians where it matters.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import json
 import os
@@ -26,11 +30,12 @@ import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import psutil
 import redis
+from celery.utils.nodenames import host_format
 from rich.console import Console
 from rich.table import Table
 from sqlalchemy import create_engine, text
@@ -57,12 +62,17 @@ except ImportError:  # a snapshot from before #19 (BENCH_SRC), when tasks.py pub
 from refund_worker.settings import Settings  # noqa: E402
 from refund_worker.simulator.testing import SimulatorProcess, simulator_process  # noqa: E402
 
+if TYPE_CHECKING:  # imported where used: a snapshot (BENCH_SRC) may predate RabbitMQ support
+    from refund_worker.testing.rabbit import PrivateRabbit
+
 console = Console(width=150)
 #: The emails' queue (the refunds queue in a snapshot from before they had their own).
 NOTIFY_QUEUE: str = getattr(_celery_app, "NOTIFY_QUEUE", QUEUE)
 TOKEN = "bench-token"
 PG_ADMIN = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 NOOP_TASK = "bench.noop"
+#: What ``--broker`` takes: one broker, or both alternating within one run.
+BROKERS = {"redis": ("redis",), "amqp": ("amqp",), "both": ("redis", "amqp")}
 
 #: Settings of the benchmarked workers: the shipped defaults, except no shared rate limit
 #: (50 calls/s by default, which would be the only thing measured) and test-fast retries.
@@ -78,7 +88,8 @@ WORKER_ENV = {
 
 @dataclass
 class Stack:
-    """Redis db + private PostgreSQL database + simulator process, and the workers started."""
+    """Redis db + private PostgreSQL database + simulator process (+ the private RabbitMQ node
+    when ``rabbit`` is set: the broker), and the workers started."""
 
     redis_url: str
     database_url: str
@@ -87,7 +98,12 @@ class Stack:
     env: dict[str, str]
     settings: Settings
     database: Database
+    rabbit: PrivateRabbit | None = None
     workers: list[Worker] = field(default_factory=list)
+
+    @property
+    def broker(self) -> str:
+        return "redis" if self.rabbit is None else "amqp"
 
     @property
     def redis(self) -> redis.Redis:
@@ -115,7 +131,17 @@ class Stack:
         self.workers.clear()
 
     def reset_broker(self) -> None:
-        self.redis.flushdb()
+        """Empty the queues (with no workers running: RabbitMQ keeps unacknowledged messages)."""
+        if self.rabbit is None:
+            self.redis.flushdb()
+            return
+        from refund_worker.celery_app import amqp_queues
+
+        with create_app(self.settings).connection_for_write() as connection:
+            channel = connection.default_channel
+            for queue in amqp_queues():
+                queue(channel).declare()
+                queue(channel).purge()
 
     def truncate(self) -> None:
         with self.database.engine.begin() as connection:
@@ -125,19 +151,32 @@ class Stack:
 
 
 @contextlib.contextmanager
-def stack(redis_db: int = 7, name: str = "bench") -> Iterator[Stack]:
-    """The whole environment; everything it created is removed on exit."""
+def stack(redis_db: int = 7, name: str = "bench", broker: str = "redis") -> Iterator[Stack]:
+    """The whole environment; everything it created is removed on exit. ``broker``: ``redis``
+    (the Redis db) or ``amqp`` (a private RabbitMQ node; the Redis db still backs the limiter
+    and the shop gates, as ``REFUND_WORKER_REDIS_URL``)."""
     redis_url = f"redis://127.0.0.1:{REDIS_PORT}/{redis_db}"
     with (
         redis_database(redis_url),
         private_database(name) as database_url,
         simulator_process(seed=None, extra_args=["--token", TOKEN]) as simulator,
         tempfile.TemporaryDirectory(prefix=f"{name}-logs-") as log_dir,
+        contextlib.ExitStack() as rabbit_context,
     ):
+        rabbit = None
+        broker_env = {"REFUND_WORKER_BROKER_URL": redis_url}
+        if broker == "amqp":
+            from refund_worker.testing.rabbit import private_rabbit
+
+            rabbit = rabbit_context.enter_context(private_rabbit(Path(log_dir)))
+            broker_env = {
+                "REFUND_WORKER_BROKER_URL": rabbit.url(),
+                "REFUND_WORKER_REDIS_URL": redis_url,
+            }
         env = {
             **{k: v for k, v in os.environ.items() if not k.startswith("REFUND_WORKER_")},
             **WORKER_ENV,
-            "REFUND_WORKER_BROKER_URL": redis_url,
+            **broker_env,
             "REFUND_WORKER_DATABASE_URL": database_url,
             "REFUND_WORKER_MAGENTO_URL": simulator.url,
             "REFUND_WORKER_MAGENTO_TOKEN": TOKEN,
@@ -153,13 +192,21 @@ def stack(redis_db: int = 7, name: str = "bench") -> Iterator[Stack]:
         )
         database = Database.from_url(database_url)
         the_stack = Stack(
-            redis_url, database_url, simulator, Path(log_dir), env, settings, database
+            redis_url, database_url, simulator, Path(log_dir), env, settings, database, rabbit
         )
         try:
             yield the_stack
         finally:
             the_stack.stop_workers()
             database.dispose()
+
+
+@contextlib.contextmanager
+def stacks(broker: str, redis_db: int = 7, name: str = "bench") -> Iterator[dict[str, Stack]]:
+    """A stack per broker of ``--broker`` (``BROKERS``), all open before any worker starts (they
+    share the Redis db, flushed as each opens). Scripts alternate between them within a run."""
+    with contextlib.ExitStack() as context:
+        yield {kind: context.enter_context(stack(redis_db, name, kind)) for kind in BROKERS[broker]}
 
 
 @contextlib.contextmanager
@@ -266,6 +313,7 @@ class Worker:
     process: subprocess.Popen[bytes]
     log_path: Path
     argv: list[str]
+    name: str
 
     @classmethod
     def start(
@@ -291,7 +339,7 @@ class Worker:
             "--loglevel",
             the_stack.env.get("REFUND_WORKER_LOG_LEVEL", "INFO"),
             "-n",
-            f"bench{index}-{os.getpid()}@%h",
+            name := host_format(f"bench{index}-{os.getpid()}@%h"),
             "--without-gossip",
             "--without-mingle",
             *(["-E"] if events else []),
@@ -303,7 +351,7 @@ class Worker:
             process = subprocess.Popen(
                 argv, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
             )
-        worker = cls(process, log_path, argv)
+        worker = cls(process, log_path, argv, name)
         worker.wait_ready()
         return worker
 
@@ -361,7 +409,8 @@ def _cpu_seconds(processes: Sequence[psutil.Process]) -> dict[int, float]:
 
 class CpuMeter:
     """CPU seconds spent during a window, by role: workers, simulator, our PostgreSQL backends,
-    redis-server (shared with others), this process, and the whole machine. ``worker_main`` is
+    redis-server (shared with others), the private RabbitMQ node (if any), this process, and the
+    whole machine. ``worker_main`` is
     the workers' main processes alone (with prefork, the consumer without its children); it is
     part of ``workers``."""
 
@@ -379,8 +428,14 @@ class CpuMeter:
             "simulator": _tree(self.stack.simulator.process.pid),
             "postgres": self._backends(),
             "redis": [p for p in psutil.process_iter(["name"]) if p.info["name"] == "redis-server"],
+            "rabbit": self._rabbit(),
             "bench": [psutil.Process()],
         }
+
+    def _rabbit(self) -> list[psutil.Process]:
+        """The private RabbitMQ node (ours alone, unlike redis-server)."""
+        node = self.stack.rabbit
+        return _tree(node.process.pid) if node is not None and node.process is not None else []
 
     def _backends(self) -> list[psutil.Process]:
         db_name = self.stack.database_url.rsplit("/", 1)[1]
@@ -437,7 +492,10 @@ def wait_until(
 
 
 def queue_drained(the_stack: Stack) -> Callable[[], bool]:
-    """True once the refunds and emails queues and Redis's unacked hash are all empty."""
+    """True once the refunds and emails queues and Redis's unacked hash are all empty (RabbitMQ:
+    see ``_rabbit_drained``)."""
+    if the_stack.rabbit is not None:
+        return _rabbit_drained(the_stack)
     client = the_stack.redis
 
     def drained() -> bool:
@@ -446,6 +504,30 @@ def queue_drained(the_stack: Stack) -> Callable[[], bool]:
         pipe.llen(NOTIFY_QUEUE)
         pipe.hlen("unacked")
         return sum(pipe.execute()) == 0
+
+    return drained
+
+
+def _rabbit_drained(the_stack: Stack) -> Callable[[], bool]:
+    """True once the refunds and emails queues hold no ready message (a passive declare: the
+    queue's own count, live) and no worker holds one unacknowledged (asked only then: the
+    workers' reserved and active tasks, ``celery inspect``; the node's own unacknowledged count,
+    ``rabbitmqctl list_queues``, lags by seconds)."""
+    app = create_app(the_stack.settings)
+    connection = app.connection_for_write()
+    channel = connection.default_channel
+    workers = [worker.name for worker in the_stack.workers]
+    inspect = app.control.inspect(destination=workers, timeout=5, connection=connection)
+
+    def drained() -> bool:
+        for queue in (QUEUE, NOTIFY_QUEUE):
+            if channel.queue_declare(queue=queue, passive=True).message_count:
+                return False
+        for held in (inspect.reserved(), inspect.active()):
+            if held is None or len(held) < len(workers) or any(held.values()):
+                return False
+        connection.release()
+        return True
 
     return drained
 
@@ -496,11 +578,30 @@ def median(values: Sequence[float]) -> float:
     return float(statistics.median(values)) if values else float("nan")
 
 
+def median_row(what: str, rows: Sequence[dict[str, Any]], keys: Sequence[str]) -> dict[str, Any]:
+    """A row of the medians of ``rows``' numeric ``keys`` (None where a row has none)."""
+    row: dict[str, Any] = {"what": what}
+    for key in keys:
+        values = [r[key] for r in rows if isinstance(r.get(key), int | float)]
+        row[key] = round(median(values), 3) if values else None
+    return row
+
+
+def add_broker_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--broker",
+        choices=list(BROKERS),
+        default="redis",
+        help="redis, a private RabbitMQ node (amqp), or both alternating run by run",
+    )
+
+
 def print_table(title: str, rows: Sequence[dict[str, Any]], columns: Sequence[str] = ()) -> None:
     columns = list(columns) or list(dict.fromkeys(k for row in rows for k in row))
     table = Table(title=title)
     for column in columns:
-        table.add_column(column, justify="left" if column in ("what", "run", "note") else "right")
+        text_column = column in ("what", "run", "note")
+        table.add_column(column, justify="left" if text_column else "right", no_wrap=text_column)
     for row in rows:
         table.add_row(*(_cell(row.get(column)) for column in columns))
     console.print(table)
@@ -512,6 +613,16 @@ def _cell(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:,.3f}" if abs(value) < 10 else f"{value:,.0f}"
     return str(value)
+
+
+def by_broker(
+    settings: dict[str, Any], sections: dict[str, dict[str, Any]], **shared: Any
+) -> dict[str, Any]:
+    """A run's JSON: the one broker's section inline (the shape from before ``--broker``), or a
+    section per broker."""
+    if len(sections) > 1:
+        return {"settings": settings, **shared, **sections}
+    return {"settings": settings, **next(iter(sections.values())), **shared}
 
 
 def write_json(name: str, payload: dict[str, Any]) -> Path:
@@ -529,8 +640,12 @@ def write_json(name: str, payload: dict[str, Any]) -> Path:
 def publish_tasks(
     the_stack: Stack, task: str, args: Sequence[tuple[Any, ...]], chunk: int = 1000
 ) -> None:
-    """One ``task`` message per argument tuple, pipelined like ``publishing.publish`` does."""
+    """One ``task`` message per argument tuple, pipelined like ``publishing.publish`` does. On
+    RabbitMQ without publisher confirms: waiting for each one's (~2 ms here) would make this
+    publisher, not the workers' drain, what ``run_tasks`` measures."""
     app = create_app(the_stack.settings)
+    if the_stack.rabbit is not None:
+        app.conf.broker_transport_options = {"confirm_publish": False}
     with app.producer_or_acquire() as producer:
         for start in range(0, len(args), chunk):
             with producer.batch():
@@ -548,10 +663,13 @@ def run_tasks(
     count = len(args)
     with CpuMeter(the_stack) as meter:
         publish_tasks(the_stack, task, args)
+        published = time.perf_counter() - meter.start_wall
         wait_until(drained, timeout, 0.02, f"the {task} tasks to drain")
     return {
         "tasks": count,
         "seconds": round(meter.wall, 3),
+        # the drain overlaps the publishing: near ``seconds``, the publisher is the bound
+        "publish_s": round(published, 3),
         "tasks_per_s": round(count / meter.wall, 1),
         "worker_cpu_ms_per_task": round(1000 * meter.seconds["workers"] / count, 3),
         "main_cpu_ms_per_task": round(1000 * meter.seconds["worker_main"] / count, 3),

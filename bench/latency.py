@@ -11,8 +11,13 @@ rate in the middle 80% of the calls (``middle_per_s``: without the start and the
 calls per second over the run (``timeline``, in the JSON) and how long emails waited after their
 refund (``email_delay_s_median``).
 
+``--broker amqp`` runs on a private RabbitMQ node instead of Redis; ``--broker both`` runs each
+layout on each broker in turn (a stack per broker), a row per broker (and, with ``--repeat`` > 1,
+a median row per layout and broker), one JSON with a section per broker.
+
     python bench/latency.py                                   # threads and gevent, 2x32 and 1x64
     python bench/latency.py --layout threads:2x32 --seconds 8 --repeat 1    # smoke, < 1 min
+    python bench/latency.py --broker both --layout threads:4x16 --seconds 45 --repeat 2  # ~5 min
 """
 
 from __future__ import annotations
@@ -36,75 +41,106 @@ def main() -> None:
     parser.add_argument("--no-notify", action="store_true")
     parser.add_argument("--patch", action="append", default=[], help="for every layout")
     parser.add_argument("--redis-db", type=int, default=7)
+    common.add_broker_option(parser)
     parser.add_argument("--name", default="latency")
     args = parser.parse_args()
     layouts = args.layout or ["threads:1x64", "threads:2x32", "gevent:1x64", "gevent:2x32"]
     notify = not args.no_notify
-    rows: list[dict[str, Any]] = []
-    with common.stack(args.redis_db) as stack:
-        probe = common.create_orders(stack.simulator, 2, args.payment)
+    runs: dict[str, list[dict[str, Any]]] = {}
+    with common.stacks(args.broker, args.redis_db) as stacks:
+        probe = common.create_orders(next(iter(stacks.values())).simulator, 2, args.payment)
         calls = common.calls_in_sequence(probe, notify)
-        needed = 0
-        for layout in layouts:
-            _, processes, concurrency = common.parse_layout(layout.split("+")[0])
-            ceiling = processes * concurrency / (args.latency_ms / 1000 * calls)
-            needed += (int(ceiling * args.seconds) + 100) * args.repeat
-        orders = common.create_orders(stack.simulator, needed, args.payment)
+        sizes = [  # (layout, refunds it makes in --seconds at the ceiling)
+            (name, int(_ceiling(name, args.latency_ms, calls)[1] * args.seconds))
+            for name in layouts
+        ]
+        needed = sum(size + 100 for _, size in sizes) * args.repeat
+        orders = {
+            broker: common.create_orders(stack.simulator, needed, args.payment)
+            for broker, stack in stacks.items()
+        }
         used = 0
         for _ in range(args.repeat):
-            for name in layouts:
-                layout, _, extra = name.partition("+")
-                _, processes, concurrency = common.parse_layout(layout)
-                total = processes * concurrency
-                ceiling = total / (args.latency_ms / 1000 * calls)
-                count = int(ceiling * args.seconds)
-                batch = orders[used : used + count + 100]
+            for name, count in sizes:
+                for broker, stack in stacks.items():  # alternating, so noise hits each alike
+                    batch = orders[broker][used : used + count + 100]
+                    row = _run(stack, args, name, batch, calls, f"{used}")
+                    runs.setdefault(broker, []).append(row)
+                    common.print_table("latency-bound throughput", [row], _COLUMNS)
                 used += count + 100
-                common.set_latency(stack.simulator, 0)
-                patches = [*args.patch, *filter(None, extra.split(","))]
-                common.start_layout(stack, layout, patches=patches)
-                common.run_refunds(stack, common.refund_requests(batch[:100], f"w{used}", notify))
-                common.set_latency(stack.simulator, args.latency_ms)
-                result = common.run_refunds(
-                    stack, common.refund_requests(batch[100:], f"l{used}", notify)
-                )
-                where = _thread_time(stack, total, calls, result)
-                stack.stop_workers()
-                stack.reset_broker()
-                row = {
-                    "what": name,
-                    "concurrency": total,
-                    "calls_in_sequence": calls,
-                    "ceiling_per_s": round(ceiling, 1),
-                    "refunds_per_s": result["refunds_per_s"],
-                    "ratio": round(result["refunds_per_s"] / ceiling, 3),
-                    "worker_cpu_ms": result["cpu_ms_per_refund"]["workers"],
-                    "worker_cores": result["cores"]["workers"],
-                    "machine_cores": result["cores"]["machine"],
-                    "failed": result["failed"],
-                    "stalled": result["stalled"],
-                    **where,
-                    "run": result,
-                }
-                rows.append(row)
-                common.print_table("latency-bound throughput", rows[-1:], _COLUMNS)
+    rows = [row for broker_rows in runs.values() for row in broker_rows]
+    if args.repeat > 1:
+        rows += [
+            common.median_row(f"{name} median", same, _COLUMNS[2:]) | {"broker": broker}
+            for broker, broker_rows in runs.items()
+            for name in layouts
+            if (same := [row for row in broker_rows if row["what"] == name])
+        ]
     common.print_table(
-        f"latency-bound throughput: {args.latency_ms:g} ms per Magento call, "
+        f"latency-bound throughput ({args.broker}): {args.latency_ms:g} ms per Magento call, "
         f"{calls:g} calls per refund in sequence; target ratio ≥ {TARGET} at concurrency ≥ 64",
         rows,
         _COLUMNS,
     )
-    best = max(rows, key=lambda r: r["ratio"])
-    common.write_json(
-        args.name,
-        {
-            "settings": vars(args) | {"layouts": layouts, "calls_in_sequence": calls},
-            "runs": rows,
-            "best": {k: v for k, v in best.items() if k != "run"},
-            "target_ratio": TARGET,
-            "passed": any(r["ratio"] >= TARGET and r["concurrency"] >= 64 for r in rows),
-        },
-    )
+    sections = {
+        broker: {
+            "runs": broker_rows,
+            "best": {
+                k: v for k, v in max(broker_rows, key=lambda r: r["ratio"]).items() if k != "run"
+            },
+            "passed": any(r["ratio"] >= TARGET and r["concurrency"] >= 64 for r in broker_rows),
+        }
+        for broker, broker_rows in runs.items()
+    }
+    settings = vars(args) | {"layouts": layouts, "calls_in_sequence": calls}
+    common.write_json(args.name, common.by_broker(settings, sections, target_ratio=TARGET))
+
+
+def _run(
+    stack: common.Stack,
+    args: argparse.Namespace,
+    name: str,
+    batch: list[tuple[int, int, bool]],
+    calls: float,
+    run: str,
+) -> dict[str, Any]:
+    """One layout (``POOL:PROCESSESxCONCURRENCY[+patch,...]``) on fresh workers: 100 refunds to
+    warm up without latency, then ``batch``'s others at ``--latency-ms`` a call."""
+    layout, _, extra = name.partition("+")
+    total, ceiling = _ceiling(name, args.latency_ms, calls)
+    notify = not args.no_notify
+    common.set_latency(stack.simulator, 0)
+    patches = [*args.patch, *filter(None, extra.split(","))]
+    common.start_layout(stack, layout, patches=patches)
+    common.run_refunds(stack, common.refund_requests(batch[:100], f"w{run}", notify))
+    common.set_latency(stack.simulator, args.latency_ms)
+    result = common.run_refunds(stack, common.refund_requests(batch[100:], f"l{run}", notify))
+    where = _thread_time(stack, total, calls, result)
+    stack.stop_workers()
+    stack.reset_broker()
+    return {
+        "what": name,
+        "broker": stack.broker,
+        "concurrency": total,
+        "calls_in_sequence": calls,
+        "ceiling_per_s": round(ceiling, 1),
+        "refunds_per_s": result["refunds_per_s"],
+        "ratio": round(result["refunds_per_s"] / ceiling, 3),
+        "worker_cpu_ms": result["cpu_ms_per_refund"]["workers"],
+        "worker_cores": result["cores"]["workers"],
+        "machine_cores": result["cores"]["machine"],
+        "failed": result["failed"],
+        "stalled": result["stalled"],
+        **where,
+        "run": result,
+    }
+
+
+def _ceiling(name: str, latency_ms: float, calls: float) -> tuple[int, float]:
+    """A layout's threads, and its refunds/s at the ceiling."""
+    _, processes, concurrency = common.parse_layout(name.partition("+")[0])
+    threads = processes * concurrency
+    return threads, threads / (latency_ms / 1000 * calls)
 
 
 def _thread_time(
@@ -161,6 +197,7 @@ def _per_second(moments: list[Any], calls_per_refund: float) -> list[float]:
 
 _COLUMNS = [
     "what",
+    "broker",
     "concurrency",
     "ceiling_per_s",
     "refunds_per_s",
