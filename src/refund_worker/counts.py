@@ -11,9 +11,9 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Connection, delete, func, insert, select
+from sqlalchemy import Connection, Select, delete, func, insert, select
 
 from refund_worker import tables
 
@@ -69,21 +69,20 @@ def compact(connection: Connection, batch: int = COMPACT_BATCH) -> bool:
     bound = min(int(highest), int(lowest) + batch - 1)
     if connection.dialect.name == "postgresql":
         gone = delete(_c).where(_c.c.id <= bound).returning(*_KEY, _c.c.refunds).cte("gone")
-        keys = [gone.c[name] for name in _KEY_NAMES]
-        summed = select(*keys, func.sum(gone.c.refunds)).group_by(*keys)
-        summed = summed.having(func.sum(gone.c.refunds) != 0)
-        connection.execute(insert(_c).from_select([*_KEY_NAMES, "refunds"], summed))
+        connection.execute(insert(_c).from_select([*_KEY_NAMES, "refunds"], _sums(gone)))
         return bound < int(highest)
-    summed = (
-        select(*_KEY, func.sum(_c.c.refunds))
-        .where(_c.c.id <= bound)
-        .group_by(*_KEY)
-        .having(func.sum(_c.c.refunds) != 0)
-    )
-    connection.execute(insert(_c).from_select([*_KEY_NAMES, "refunds"], summed))
+    folded = select(_c).where(_c.c.id <= bound).subquery()
+    connection.execute(insert(_c).from_select([*_KEY_NAMES, "refunds"], _sums(folded)))
     connection.execute(delete(_c).where(_c.c.id <= bound))
     return bound < int(highest)
 
+
+def _sums(rows: Any) -> Select[Any]:
+    """One row per group of ``rows`` (a CTE or subquery of count rows): its key and its sum,
+    groups that sum to nothing left out."""
+    keys = [rows.c[name] for name in _KEY_NAMES]
+    total = func.sum(rows.c.refunds)
+    return select(*keys, total).group_by(*keys).having(total != 0)
 
 def compact_all(database: Database, batches: int = COMPACT_BATCHES_PER_SWEEP) -> None:
     """``compact`` in short transactions until no row is left to fold, or ``batches`` ran (the

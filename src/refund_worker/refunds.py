@@ -247,7 +247,7 @@ class RefundService:
             self._note_paused(shop.name, wait)
             return self._defer(
                 claim,
-                self._paused_delay(wait),
+                self.policy.paused_delay(wait, self.rng),
                 None,
                 f"shop {shop.name!r} is paused for {wait:.1f}s (a 429, or it is down); deferred",
             )
@@ -255,9 +255,6 @@ class RefundService:
             return self._admitted(claim, shop)
         finally:
             shop.gate.leave(claim.refund_id)
-
-    def _paused_delay(self, wait: float) -> float:
-        return self.policy.paused_delay(wait, self.rng)
 
     def _note_paused(self, shop: str, seconds: float) -> None:
         with self._paused_lock:
@@ -276,7 +273,7 @@ class RefundService:
             wait = until - time.monotonic()
             if wait <= 0:
                 continue
-            delay = self._paused_delay(wait)
+            delay = self.policy.paused_delay(wait, self.rng)
             if self.store.defer_if_of_shop(
                 refund_id,
                 shop=name,
@@ -350,7 +347,7 @@ class RefundService:
             self._note_paused(shop.name, wait)
             return self._defer(
                 claim,
-                self._paused_delay(wait),
+                self.policy.paused_delay(wait, self.rng),
                 None,
                 f"shop {shop.name!r} was paused for {wait:.1f}s before the call; deferred",
             )
