@@ -5,6 +5,11 @@ Triggers on ``refunds`` append a row to ``refund_counts`` for every change of a 
 one. A group's count is the sum of its rows, so ``refund-worker stats`` reads a few hundred rows
 instead of counting a year of refunds, and no writer ever waits on a shared counter. The sweep
 folds the rows into one per group (``compact``) so they stay few.
+
+A ``received`` refund (stored, its message not yet published) is counted as ``queued``
+(migration 0010): marking a bulk intake queued then writes no counts at all. ``groups`` counts
+the received ones in ``refunds`` itself, in the same statement (they are few: an index range of
+``ix_refunds_status_next_attempt_at``) and moves them back out of ``queued``.
 """
 
 from __future__ import annotations
@@ -13,9 +18,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Connection, Select, delete, func, insert, select
+from sqlalchemy import Connection, Select, delete, func, insert, literal, select, union_all
 
 from refund_worker import tables
+from refund_worker.statuses import RefundStatus
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
@@ -47,11 +53,29 @@ class Group:
 def groups(executor: Connection | Session, shop: str | None = None) -> Iterator[Group]:
     """Every group that holds refunds (of ``shop`` when given)."""
     total = func.sum(_c.c.refunds)
-    query = select(*_KEY, total).group_by(*_KEY).having(total != 0)
+    kept = select(*_KEY, total, literal(False).label("received")).group_by(*_KEY)
+    r = tables.refunds
+    received = (
+        select(
+            r.c.shop, r.c.status, r.c.notification_status, r.c.attempts, r.c.in_doubt,
+            func.count(), literal(True),
+        )
+        .where(r.c.status == RefundStatus.RECEIVED.value)
+        .group_by(r.c.shop, r.c.status, r.c.notification_status, r.c.attempts, r.c.in_doubt)
+    )  # fmt: skip
     if shop is not None:
-        query = query.where(_c.c.shop == shop)
-    for row in executor.execute(query):
-        yield Group(row[0], row[1], row[2], int(row[3]), bool(row[4]), int(row[5]))
+        kept = kept.where(_c.c.shop == shop)
+        received = received.where(r.c.shop == shop)
+    found: dict[tuple[Any, ...], int] = {}
+    for row in executor.execute(union_all(kept, received)):  # one statement: one snapshot
+        key = (row[0], row[1], row[2], int(row[3]), bool(row[4]))
+        found[key] = found.get(key, 0) + int(row[5])
+        if row[6]:  # counted under queued by the triggers
+            waiting = (key[0], RefundStatus.QUEUED.value, *key[2:])
+            found[waiting] = found.get(waiting, 0) - int(row[5])
+    for key, refunds in found.items():
+        if refunds:
+            yield Group(*key, refunds=refunds)
 
 
 def compact(connection: Connection, batch: int = COMPACT_BATCH) -> bool:
