@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 from alembic import command
-from sqlalchemy import create_engine, delete, insert, inspect, text, update
+from sqlalchemy import UniqueConstraint, create_engine, delete, insert, inspect, text, update
 from sqlalchemy.engine import Engine
 
 from refund_worker import counts
@@ -52,7 +52,7 @@ def _declared() -> set[tuple[str, tuple[str, ...], bool]]:
     shapes |= {
         (str(c.name), tuple(col.name for col in c.columns), True)
         for c in table.constraints
-        if c.__class__.__name__ == "UniqueConstraint"
+        if isinstance(c, UniqueConstraint)
     }
     return shapes
 

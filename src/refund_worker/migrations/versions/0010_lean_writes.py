@@ -23,6 +23,9 @@ reads look for:
 
 The counts triggers on inserts and deletes run once per statement (a bulk intake of 500 rows
 is one ``INSERT … SELECT … GROUP BY``); an update's trigger writes its two rows in one insert.
+A ``received`` refund is counted as ``queued`` (on both backends), so marking an intake queued
+changes no group and fires no trigger; ``counts.groups`` counts the received rows in
+``refunds`` (few: stored, not yet published) in the same statement and moves them back out.
 Indexes are built ``CONCURRENTLY`` outside the transaction, new ones before the old ones go, so
 a live table keeps taking writes and is never without its unique checks. SQLite keeps its full
 indexes and row triggers (it has neither statement triggers nor a planner for these predicates).
