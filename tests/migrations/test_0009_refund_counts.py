@@ -6,7 +6,6 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-import pytest
 from alembic import command
 from sqlalchemy import create_engine, insert, inspect, update
 
@@ -33,12 +32,8 @@ def _groups(engine: object) -> dict[tuple[str, int], int]:
         return {(g.status, g.attempts): g.refunds for g in counts.groups(connection)}
 
 
-@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
-def test_0009_fills_the_counts_and_its_downgrade_drops_them(
-    request: pytest.FixtureRequest, backend: str
-) -> None:
-    engine = create_engine(request.getfixturevalue("sqlite_url" if backend == "sqlite"
-                                                   else "pg_url"))
+def test_0009_fills_the_counts_and_its_downgrade_drops_them(database_url: str) -> None:
+    engine = create_engine(database_url)
     refunds = Refund.__table__
     try:
         upgrade(engine, "0008")

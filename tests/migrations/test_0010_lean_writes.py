@@ -80,12 +80,8 @@ def _plan(engine: Engine, sql: str, **params: Any) -> str:
         return "\n".join(str(r[0]) for r in rows)
 
 
-@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
-def test_0010_keeps_the_counts_through_bulk_writes_and_downgrades(
-    request: pytest.FixtureRequest, backend: str
-) -> None:
-    engine = create_engine(request.getfixturevalue("sqlite_url" if backend == "sqlite"
-                                                   else "pg_url"))
+def test_0010_keeps_the_counts_through_bulk_writes_and_downgrades(database_url: str) -> None:
+    engine = create_engine(database_url)
     try:
         upgrade(engine, "0009")
         with engine.begin() as connection:
