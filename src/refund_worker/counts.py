@@ -55,14 +55,12 @@ def groups(executor: Connection | Session, shop: str | None = None) -> Iterator[
     total = func.sum(_c.c.refunds)
     kept = select(*_KEY, total, literal(False).label("received")).group_by(*_KEY)
     r = tables.refunds
+    their_key = [r.c[name] for name in _KEY_NAMES]
     received = (
-        select(
-            r.c.shop, r.c.status, r.c.notification_status, r.c.attempts, r.c.in_doubt,
-            func.count(), literal(True),
-        )
+        select(*their_key, func.count(), literal(True))
         .where(r.c.status == RefundStatus.RECEIVED.value)
-        .group_by(r.c.shop, r.c.status, r.c.notification_status, r.c.attempts, r.c.in_doubt)
-    )  # fmt: skip
+        .group_by(*their_key)
+    )
     if shop is not None:
         kept = kept.where(_c.c.shop == shop)
         received = received.where(r.c.shop == shop)

@@ -19,12 +19,18 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from refund_worker.statuses import DEFAULT_SHOP, DEFAULT_TENANT, NotificationStatus, RefundStatus
+from refund_worker.statuses import (
+    DEFAULT_SHOP,
+    DEFAULT_TENANT,
+    SETTLED_STATUSES,
+    NotificationStatus,
+    RefundStatus,
+)
 from refund_worker.tables import UTCDateTime as UTCDateTime  # re-exported, as is utcnow
 from refund_worker.tables import utcnow as utcnow
 
 #: The predicate of the history indexes (migration 0010): the settled refunds.
-_SETTLED = "status IN ('succeeded', 'failed', 'needs_attention')"
+_SETTLED = f"status IN ({', '.join(repr(s.value) for s in sorted(SETTLED_STATUSES))})"
 
 
 class Base(DeclarativeBase):
