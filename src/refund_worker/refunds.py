@@ -263,7 +263,8 @@ class RefundService:
 
     def _put_off(self, refund_id: str, now: datetime) -> AttemptResult | None:
         """While a shop is paused, its refunds are put off with one statement (no claim, no
-        order lock, nothing counted): a sick shop costs the workers little."""
+        order lock, nothing counted): a sick shop costs the workers little. One put off for a
+        sweep interval or more is parked: no retry message, the sweep publishes it when due."""
         with self._paused_lock:
             moment = time.monotonic()
             for name in [name for name, until in self._paused.items() if until <= moment]:
@@ -274,18 +275,21 @@ class RefundService:
             if wait <= 0:
                 continue
             delay = self.policy.paused_delay(wait, self.rng)
+            park = delay >= self.settings.sweep_interval_seconds
             if self.store.defer_if_of_shop(
                 refund_id,
                 shop=name,
                 next_attempt_at=now + timedelta(seconds=delay),
                 now=now,
                 due_by=now + DUE_SLACK,
+                park=park,
             ):
                 return AttemptResult(
                     refund_id,
                     RefundStatus.RETRYING,
-                    f"shop {name!r} is paused for {wait:.1f}s; put off, not attempted",
-                    retry_in=delay,
+                    f"shop {name!r} is paused for {wait:.1f}s; put off, not attempted"
+                    + (" (parked: the sweep publishes it when due)" if park else ""),
+                    retry_in=None if park else delay,
                 )
         return None
 

@@ -240,6 +240,9 @@ _DEFER_UNCLAIMED = (
         updated_at=_P_NOW,
     )
 )
+#: The same, parked: ``published_at`` cleared says no message is out for it, so the sweep
+#: publishes it once it is due (a shop down for long costs no retry message per refund).
+_PARK_UNCLAIMED = _DEFER_UNCLAIMED.values(published_at=None)
 
 #: Why a claim took nothing (read only then).
 _CLAIM_EXPLAIN = select(
@@ -772,10 +775,11 @@ class RefundStore:
 
     def defer_if_of_shop(
         self, refund_id: str, *, shop: str, next_attempt_at: datetime, now: datetime,
-        due_by: datetime,
+        due_by: datetime, park: bool = False,
     ) -> bool:
         """Put ``refund_id`` off until ``next_attempt_at`` if it is ``shop``'s and could be
-        claimed now; True when it was (nothing else changed)."""
+        claimed now; True when it was (nothing else changed). ``park``: its message is to be
+        acknowledged without a retry, and the sweep publishes it when it is due."""
         params = {
             "p_refund_id": refund_id,
             "p_shop": shop,
@@ -784,7 +788,8 @@ class RefundStore:
             "p_due": due_by,
         }
         with self.database.statement_scope() as connection:
-            return rowcount(connection.execute(_DEFER_UNCLAIMED, params)) == 1
+            statement = _PARK_UNCLAIMED if park else _DEFER_UNCLAIMED
+            return rowcount(connection.execute(statement, params)) == 1
 
     def record_deferral(
         self, claim: ClaimedRefund, *, next_attempt_at: datetime, reason: str | None, now: datetime

@@ -2,9 +2,11 @@
 
 The database is the source of truth; the broker is only a doorbell. A message can be lost when a
 process dies between commit and publish, when Redis restarts without persistence, or when a worker
-is killed holding a prefetched message. Publishing twice is harmless (every task claims its row
-with compare-and-set), so the sweeper errs on the side of publishing, but not on a backlog: a row
-whose message was published after the oldest one still queued is only waiting its turn.
+is killed holding a prefetched message; and a refund put off while its shop is down is parked
+with none on purpose (``published_at`` cleared), to be published here once due. Publishing twice
+is harmless (every task claims its row with compare-and-set), so the sweeper errs on the side of
+publishing, but not on a backlog: a row whose message was published after the oldest one still
+queued is only waiting its turn.
 """
 
 from __future__ import annotations
@@ -94,6 +96,11 @@ def find_stranded(
                             Refund.status == RefundStatus.RECEIVED.value,
                             Refund.created_at < now - UNPUBLISHED_AFTER,
                         ),
+                        and_(  # parked (put off with no message): published when due
+                            Refund.status.in_(waiting),
+                            Refund.published_at.is_(None),
+                            Refund.next_attempt_at <= now,
+                        ),
                         and_(
                             Refund.status.in_(waiting),
                             Refund.next_attempt_at < stale,
@@ -166,7 +173,13 @@ def mark_published(database: Database, result: SweepResult, now: datetime) -> No
     with database.session_scope() as session:
         if result.refunds:
             session.execute(
-                update(Refund).where(Refund.id.in_(result.refunds)).values(published_at=now)
+                update(Refund)
+                .where(
+                    Refund.id.in_(result.refunds),
+                    # parked again meanwhile (its message came and it was put off): still none out
+                    or_(Refund.published_at.is_not(None), Refund.next_attempt_at <= now),
+                )
+                .values(published_at=now)
             )
             session.execute(
                 update(Refund)

@@ -24,6 +24,7 @@ from refund_worker.settings import ApiKey, Settings
 from refund_worker.simulator import SimulatorState
 from refund_worker.simulator.testing import RunningSimulator, running_simulator
 from refund_worker.store import EmailStore, RefundStore
+from refund_worker.sweeper import find_stranded, mark_published
 from tests.services.conftest import TOKEN, FakeClock, Recorder, fast_settings
 
 SHOPS = ("eu", "us")
@@ -281,6 +282,38 @@ def test_a_shop_that_is_down_pauses_itself_and_not_the_others(shops: Shops) -> N
     assert shops.row(second).attempts == 0
     assert len(shops.calls) == calls
     assert service.process(us).status == "succeeded"
+
+
+def test_a_refund_put_off_for_a_sweep_interval_or_more_is_parked_for_the_sweep(
+    shops: Shops,
+) -> None:
+    """A shop down for long: its refunds are put off with no retry message (the sweep publishes
+    each once due); a put-off shorter than a sweep interval keeps its retry message."""
+    shops.gates["eu"] = LocalGate(None)
+    shops.states["eu"].add_fault({"route": "order_get", "kind": "status", "status": 503})
+    first = shops.enqueue("eu", shops.order("eu")["order_id"])
+    parked = shops.enqueue("eu", shops.order("eu")["order_id"])
+    kept = shops.enqueue("eu", shops.order("eu")["order_id"])
+    shops.settings = fast_settings(sweep_interval_seconds=1.0)  # put-offs of 1-1.5 s: parked
+    service = shops.refunds()
+    assert service.process(first).status == "retrying"  # the 503 that pauses eu (2 s)
+    result = service.process(parked)
+    assert (result.status, result.retry_in) == ("retrying", None)
+    assert "parked" in result.detail
+    row = shops.row(parked)
+    assert (row.status, row.attempts, row.published_at) == ("queued", 0, None)
+    assert row.next_attempt_at > shops.clock.now
+    assert find_stranded(shops.database, shops.settings, shops.clock.now).refunds == []
+    found = find_stranded(shops.database, shops.settings, row.next_attempt_at)
+    assert found.refunds == [parked]  # due: published by the sweep, the row's only message
+    mark_published(shops.database, found, row.next_attempt_at)
+    assert shops.row(parked).published_at is not None
+
+    service.settings = fast_settings(sweep_interval_seconds=60)
+    kept_result = service.process(kept)
+    assert kept_result.retry_in is not None
+    assert "parked" not in kept_result.detail
+    assert shops.row(kept).published_at is not None
 
 
 class _PausedLimiter:

@@ -38,6 +38,7 @@ def test_the_sweeper_finds_received_stale_and_abandoned_rows(env: Env) -> None:
         add(env, "received-long-ago", now, status="received", created_at=ago(60),
             published_at=None),
         add(env, "queued-message-lost", now, status="queued"),
+        add(env, "parked-due", now, status="queued", next_attempt_at=ago(1), published_at=None),
         add(env, "retrying-overdue", now, status="retrying", next_attempt_at=ago(stale),
             published_at=ago(stale)),
         add(env, "processing-lease-expired", now, status="processing", lease_expires_at=ago(1),
@@ -53,6 +54,8 @@ def test_the_sweeper_finds_received_stale_and_abandoned_rows(env: Env) -> None:
     add(env, "received-just-now", now, status="received", created_at=ago(1), published_at=None)
     add(env, "queued-just-published", now, status="queued", published_at=ago(1))
     add(env, "retrying-not-due", now, status="retrying", next_attempt_at=later(30))
+    add(env, "parked-not-due", now, status="queued", next_attempt_at=later(30),
+        published_at=None)
     add(env, "processing-live-lease", now, status="processing", lease_expires_at=later(5))
     add(env, "processing-expired-just-republished", now, status="processing",
         lease_expires_at=ago(stale * 3), published_at=ago(1))
@@ -116,3 +119,29 @@ def test_a_row_whose_message_waits_behind_a_backlog_is_not_published_again(env: 
         found = find_stranded(env.database, env.settings, now, queued_since=queued_since,
                               notifications_queued_since=queued_since)
         assert (len(found.refunds), len(found.notifications)) == (1, 1)
+
+
+def test_a_parked_row_is_published_when_due_whatever_the_backlog(env: Env) -> None:
+    """Parked (put off while its shop was down, no message out): no backlog holds it back."""
+    now = utcnow()
+    parked = add(env, "parked", now, status="retrying", next_attempt_at=now, published_at=None)
+    behind = now - timedelta(seconds=env.settings.republish_after_seconds * 5)
+    found = find_stranded(env.database, env.settings, now, queued_since=behind)
+    keys = {row.id: row.idempotency_key for row in env.rows()}
+    assert [keys[i] for i in found.refunds] == [parked]
+    assert find_stranded(env.database, env.settings, now - timedelta(seconds=1)).refunds == []
+
+
+def test_a_row_parked_again_while_the_sweep_published_it_stays_parked(env: Env) -> None:
+    """Its message came and it was put off again before the sweep noted the publish: it must
+    not look published (no message is out), or it would wait a full period more."""
+    now = utcnow()
+    add(env, "parked", now, status="queued", next_attempt_at=now, published_at=None)
+    found = find_stranded(env.database, env.settings, now)
+    with env.database.session_scope() as session:  # delivered and parked again, 30 s on
+        session.query(Refund).update({"next_attempt_at": now + timedelta(seconds=30)})
+    mark_published(env.database, found, now)
+    (row,) = env.rows()
+    assert row.published_at is None
+    later = now + timedelta(seconds=30)
+    assert find_stranded(env.database, env.settings, later).refunds == [row.id]
