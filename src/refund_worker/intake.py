@@ -205,7 +205,11 @@ def _enqueue_batch(
     now = utcnow()
     refused: dict[int, IntakeRejection] = {}
     resolved: list[RefundRequest] = []
+    only_default = owner.shops == (DEFAULT_SHOP,)
     for position, request in enumerate(batch):
+        if only_default and request.shop is None:
+            resolved.append(request)  # stored and hashed as if it named it (``canonical_json``)
+            continue
         try:
             resolved.append(resolve_shop(request, owner.shops))
         except InvalidRefund as exc:
@@ -221,15 +225,16 @@ def _enqueue_batch(
         if request.idempotency_key in first_by_key:
             continue
         first_by_key[request.idempotency_key] = position
-        rows.append(_row(request, hashes[position], now, owner))
+        rows.append(_row(request, hashes[position]))
 
     if not rows:
         return [refused[position] for position in range(len(batch))]
+    shared = _batch_values(now, owner)
     with database.session_scope() as session:
         if session.get_bind().dialect.name == "postgresql":
-            inserted, existing = _store_with_arrays(session, rows, owner.tenant, list(first_by_key))
+            inserted, existing = _store_with_arrays(session, rows, shared, list(first_by_key))
         else:
-            inserted, existing = _store_with_orm(session, rows, owner.tenant, list(first_by_key))
+            inserted, existing = _store_with_orm(session, rows, shared, list(first_by_key))
     new_ids = [row["id"] for row in rows if row["id"] in inserted]
     if new_ids:
         publisher.publish_refunds(new_ids)
@@ -291,19 +296,25 @@ _LOOKUP_BY_KEYS = select(
 
 
 @functools.cache
-def _array_insert_sql(columns: tuple[str, ...]) -> str:
-    """``INSERT .. SELECT FROM unnest(one array per column) ON CONFLICT DO NOTHING RETURNING id``.
+def _array_insert_sql(columns: tuple[str, ...], shared: tuple[str, ...]) -> str:
+    """``INSERT .. SELECT FROM unnest(one array per column) ON CONFLICT DO NOTHING RETURNING id``,
+    the ``shared`` columns (one value for the whole batch) given once each.
 
     One short text whatever the batch size: psycopg caches and prepares it, where a 500-row
     ``VALUES`` list is 10,000 placeholders to re-parse and re-plan on every batch. Arrays are sent
     binary (``%b``), so no element is escaped as text.
     """
     dialect = postgresql.dialect()  # type: ignore[no-untyped-call]
-    arrays = ", ".join(
-        f"%({name})b::{_refunds.c[name].type.compile(dialect=dialect)}[]" for name in columns
-    )
+
+    def sql_type(name: str) -> str:
+        return str(_refunds.c[name].type.compile(dialect=dialect))
+
+    arrays = ", ".join(f"%({name})b::{sql_type(name)}[]" for name in columns)
+    values = ", ".join(f"%({name})s::{sql_type(name)}" for name in shared)
     names = ", ".join(columns)  # our own table's column names: no input reaches this text
-    insert_into = f"INSERT INTO {_refunds.name} ({names}) SELECT {names} "
+    insert_into = (
+        f"INSERT INTO {_refunds.name} ({names}, {', '.join(shared)}) SELECT {names}, {values} "
+    )
     return (
         f"{insert_into}FROM unnest({arrays}) AS batch({names}) "
         "ON CONFLICT (tenant, idempotency_key) DO NOTHING RETURNING id"
@@ -311,19 +322,20 @@ def _array_insert_sql(columns: tuple[str, ...]) -> str:
 
 
 def _store_with_arrays(
-    session: Session, rows: list[dict[str, Any]], tenant: str, keys: list[str]
+    session: Session, rows: list[dict[str, Any]], shared: dict[str, Any], keys: list[str]
 ) -> tuple[set[str], _Stored]:
     """PostgreSQL: insert the rows whose key is new, then read back every key of the batch."""
     columns = tuple(rows[0])
-    arrays = {name: [row[name] for row in rows] for name in columns}
+    params = {name: [row[name] for row in rows] for name in columns} | shared
     connection = session.connection()
-    inserted = set(connection.exec_driver_sql(_array_insert_sql(columns), arrays).scalars())
-    lookup = connection.execute(_LOOKUP_BY_KEYS, {"tenant": tenant, "keys": keys})
+    sql = _array_insert_sql(columns, tuple(shared))
+    inserted = set(connection.exec_driver_sql(sql, params).scalars())
+    lookup = connection.execute(_LOOKUP_BY_KEYS, {"tenant": shared["tenant"], "keys": keys})
     return inserted, _lookup(lookup)
 
 
 def _store_with_orm(
-    session: Session, rows: list[dict[str, Any]], tenant: str, keys: list[str]
+    session: Session, rows: list[dict[str, Any]], shared: dict[str, Any], keys: list[str]
 ) -> tuple[set[str], _Stored]:
     """SQLite: a multi-row insert that skips stored keys."""
     statement = (
@@ -331,9 +343,9 @@ def _store_with_orm(
         .on_conflict_do_nothing(index_elements=["tenant", "idempotency_key"])
         .returning(Refund.id)
     )
-    inserted = set(session.scalars(statement, rows).all())
+    inserted = set(session.scalars(statement, [row | shared for row in rows]).all())
     lookup = select(Refund.idempotency_key, Refund.id, Refund.payload_hash, Refund.status).where(
-        Refund.tenant == tenant, Refund.idempotency_key.in_(keys)
+        Refund.tenant == shared["tenant"], Refund.idempotency_key.in_(keys)
     )
     return inserted, _lookup(session.execute(lookup))
 
@@ -354,10 +366,10 @@ def _lookup(result: Any) -> _Stored:
     return {key: (refund_id, digest, status) for key, refund_id, digest, status in result}
 
 
-def _row(request: RefundRequest, payload_hash: str, now: Any, owner: _Owner) -> dict[str, Any]:
+def _row(request: RefundRequest, payload_hash: str) -> dict[str, Any]:
+    """The columns of a new refund that differ from one request to the next."""
     return {
         "id": str(uuid.uuid4()),
-        "tenant": owner.tenant,
         "idempotency_key": request.idempotency_key,
         "shop": request.shop or DEFAULT_SHOP,
         "marker_token": new_marker_token(),
@@ -368,16 +380,23 @@ def _row(request: RefundRequest, payload_hash: str, now: Any, owner: _Owner) -> 
         "invoice_id": request.invoice_id,
         "store_code": request.store_code,
         "service_requested": request.service,
+        "notify_customer": request.notify_customer,
+    }
+
+
+def _batch_values(now: Any, owner: _Owner) -> dict[str, Any]:
+    """The columns every new refund of a batch shares: its owner, its start, its counters."""
+    return {
+        "tenant": owner.tenant,
+        "created_by": owner.created_by,
         "status": RefundStatus.RECEIVED.value,
         "attempts": 0,
         "in_doubt": False,
         "version": 0,
-        "notify_customer": request.notify_customer,
         "notification_status": NotificationStatus.NOT_REQUESTED.value,
         "notification_attempts": 0,
         "notification_version": 0,
         "next_attempt_at": now,
-        "created_by": owner.created_by,
         "created_at": now,
         "updated_at": now,
     }

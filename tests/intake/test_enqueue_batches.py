@@ -143,3 +143,33 @@ def test_full_batches_fit_the_database(database: Database) -> None:
     assert sum(isinstance(r, RefundReceipt) and not r.duplicate for r in results) == count
     assert len(set(publisher.refunds)) == count
     assert len(stored(database)) == count
+
+
+def test_naming_the_one_default_shop_or_none_is_the_same_refund(database: Database) -> None:
+    """Where the one shop is ``default``, a request that names it and one that names none are
+    stored and hashed alike: the same key repeated either way is a duplicate, not a conflict;
+    every stored column but the batch's own is the same (the shared ones given once per batch)."""
+    publisher = RecordingPublisher()
+    first, second = enqueue_refunds(
+        [request("plain"), request("named", shop="default")],
+        database=database, publisher=publisher, tenant="erp", created_by="key-1",
+    )
+    again = enqueue_refunds(
+        [request("plain", shop="default"), request("named")],
+        database=database, publisher=publisher, tenant="erp",
+    )
+    assert isinstance(first, RefundReceipt)
+    assert isinstance(second, RefundReceipt)
+    assert [(r.refund_id, r.duplicate) for r in again if isinstance(r, RefundReceipt)] == [
+        (first.refund_id, True), (second.refund_id, True)]
+    rows = stored(database)
+    plain, named = rows["plain"], rows["named"]
+    assert (plain.shop, named.shop) == ("default", "default")
+    assert plain.payload_hash != named.payload_hash  # their keys differ, nothing else
+    assert plain.request_json.replace("plain", "named") == named.request_json
+    for row in (plain, named):
+        assert (row.tenant, row.created_by, row.status, row.attempts, row.version) == (
+            "erp", "key-1", RefundStatus.QUEUED.value, 0, 0)
+        assert (row.in_doubt, row.notification_status, row.notification_version) == (
+            False, "not_requested", 0)
+        assert row.created_at == row.next_attempt_at
