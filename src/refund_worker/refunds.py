@@ -39,6 +39,7 @@ from refund_worker.errors import (
     RefundWorkerError,
     RetryableError,
 )
+from refund_worker.heartbeat import NoSweep, SweepWatch
 from refund_worker.magento import CallRecord
 from refund_worker.markers import marker_for
 from refund_worker.models import utcnow
@@ -191,9 +192,12 @@ class RefundService:
         shops: Mapping[str, Shop] | None = None,
         clock: Callable[[], datetime] = utcnow,
         rng: random.Random | None = None,
+        sweep: SweepWatch | None = None,
     ) -> None:
         self.store = store
         self.magento = magento
+        #: Whether beat's sweep runs: only then is a long put-off parked (``_put_off``).
+        self.sweep = sweep or NoSweep()
         self.settings = settings
         self.policy = AttemptPolicy.for_refunds(settings)
         self.limiter = limiter or NoLimit()
@@ -264,7 +268,8 @@ class RefundService:
     def _put_off(self, refund_id: str, now: datetime) -> AttemptResult | None:
         """While a shop is paused, its refunds are put off with one statement (no claim, no
         order lock, nothing counted): a sick shop costs the workers little. One put off for a
-        sweep interval or more is parked: no retry message, the sweep publishes it when due."""
+        sweep interval or more, while the sweep runs, is parked: no retry message, the sweep
+        publishes it when due."""
         with self._paused_lock:
             moment = time.monotonic()
             for name in [name for name, until in self._paused.items() if until <= moment]:
@@ -275,7 +280,7 @@ class RefundService:
             if wait <= 0:
                 continue
             delay = self.policy.paused_delay(wait, self.rng)
-            park = delay >= self.settings.sweep_interval_seconds
+            park = delay >= self.settings.sweep_interval_seconds and self.sweep.alive()
             if self.store.defer_if_of_shop(
                 refund_id,
                 shop=name,

@@ -12,6 +12,7 @@ import redis
 from refund_worker import metrics
 from refund_worker.db import Database
 from refund_worker.errors import ConfigurationError
+from refund_worker.heartbeat import SweepHeartbeat
 from refund_worker.magento import BearerAuth, MagentoClient, OAuth1Auth
 from refund_worker.magento.transport import LeanTransport
 from refund_worker.notifications import NotificationService
@@ -78,6 +79,8 @@ class Runtime:
     webhooks: DeliveryService
     #: Every configured shop by name, each with its own client, limiter and gate.
     shops: dict[str, Shop]
+    #: The sweep's heartbeat: set by each sweep, read before a refund is parked.
+    heartbeat: SweepHeartbeat
 
     @classmethod
     def from_settings(cls, settings: Settings, *, limiter: CallLimiter | None = None) -> Runtime:
@@ -99,6 +102,7 @@ class Runtime:
                 limiter if limiter is not None else _limiter_for(config, redis_client, settings),
                 _gate_for(config, redis_client),
             )
+        heartbeat = SweepHeartbeat(redis_client, settings.sweep_interval_seconds)
         first = next(iter(shops.values()))
         client = first.magento
         assert isinstance(client, MagentoClient)
@@ -108,13 +112,19 @@ class Runtime:
             client=client,
             limiter=first.limiter,
             refunds=RefundService(
-                RefundStore(database), client, settings, limiter=first.limiter, shops=shops
+                RefundStore(database),
+                client,
+                settings,
+                limiter=first.limiter,
+                shops=shops,
+                sweep=heartbeat,
             ),
             notifications=NotificationService(
                 EmailStore(database), client, settings, limiter=first.limiter, shops=shops
             ),
             shops=shops,
             webhooks=DeliveryService(database, settings),
+            heartbeat=heartbeat,
         )
 
     def check_ready(self) -> None:

@@ -137,6 +137,7 @@ def sweep_stranded() -> dict[str, int]:
     purge_expired_order_locks(runtime.database, now)
     compact_all(runtime.database)
     webhooks = sweep_webhooks(runtime.database, runtime.settings, CeleryPublisher(app), now)
+    runtime.heartbeat.beat()  # parked refunds are published: workers may park them
     if found.refunds or found.notifications:
         log.warning(
             "sweeper re-published %d refunds and %d notifications",

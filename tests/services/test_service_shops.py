@@ -287,16 +287,22 @@ def test_a_shop_that_is_down_pauses_itself_and_not_the_others(shops: Shops) -> N
 def test_a_refund_put_off_for_a_sweep_interval_or_more_is_parked_for_the_sweep(
     shops: Shops,
 ) -> None:
-    """A shop down for long: its refunds are put off with no retry message (the sweep publishes
-    each once due); a put-off shorter than a sweep interval keeps its retry message."""
+    """A shop down for long, beat's sweep running: its refunds are put off with no retry
+    message (the sweep publishes each once due); a put-off shorter than a sweep interval, or
+    made while no sweep runs, keeps its retry message."""
     shops.gates["eu"] = LocalGate(None)
     shops.states["eu"].add_fault({"route": "order_get", "kind": "status", "status": 503})
     first = shops.enqueue("eu", shops.order("eu")["order_id"])
     parked = shops.enqueue("eu", shops.order("eu")["order_id"])
     kept = shops.enqueue("eu", shops.order("eu")["order_id"])
+    unswept = shops.enqueue("eu", shops.order("eu")["order_id"])
     shops.settings = fast_settings(sweep_interval_seconds=1.0)  # put-offs of 1-1.5 s: parked
     service = shops.refunds()
     assert service.process(first).status == "retrying"  # the 503 that pauses eu (2 s)
+    without_sweep = service.process(unswept)  # no heartbeat seen: a parked one would strand
+    assert without_sweep.retry_in is not None
+    assert shops.row(unswept).published_at is not None
+    service.sweep = _Swept()
     result = service.process(parked)
     assert (result.status, result.retry_in) == ("retrying", None)
     assert "parked" in result.detail
@@ -314,6 +320,13 @@ def test_a_refund_put_off_for_a_sweep_interval_or_more_is_parked_for_the_sweep(
     assert kept_result.retry_in is not None
     assert "parked" not in kept_result.detail
     assert shops.row(kept).published_at is not None
+
+
+class _Swept:
+    """Beat's sweep runs."""
+
+    def alive(self) -> bool:
+        return True
 
 
 class _PausedLimiter:
