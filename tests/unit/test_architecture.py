@@ -15,7 +15,7 @@ PACKAGE = Path(__file__).resolve().parents[2] / "src" / "refund_worker"
 LAYERS: dict[str, float] = {
     "errors": 1, "statuses": 1, "environment": 1, "settings": 1, "markers": 1,
     "broker_fixes": 1, "worker_consumer": 1, "metrics": 1,
-    "schemas": 2, "tables": 2, "models": 2, "ratelimit": 2,
+    "schemas": 2, "tables": 2, "models": 2, "ratelimit": 2, "heartbeat": 2,
     "db": 3, "magento": 3, "routing": 3, "order_shapes": 3,
     "reconcile": 3, "attempts": 3, "counts": 3,
     "outbox": 3,
