@@ -32,6 +32,7 @@ longest countdown plus the lease (docs/operations.md, "Which broker").
 
 from __future__ import annotations
 
+import logging
 import math
 import sys
 from typing import Any
@@ -42,6 +43,8 @@ from celery.signals import beat_init, celeryd_after_setup, worker_init, worker_p
 from refund_worker import broker_fixes
 from refund_worker.errors import ConfigurationError
 from refund_worker.settings import Settings, get_settings
+
+log = logging.getLogger(__name__)
 
 broker_fixes.apply()
 
@@ -228,6 +231,21 @@ def _check_beat_at_start(**_: Any) -> None:
             database.dispose()
     except (ConfigurationError, RuntimeError) as exc:
         _refuse_to_start(exc)
+    _sweeps_will_run(settings)
+
+
+def _sweeps_will_run(settings: Settings) -> None:
+    """Beat is up, so a sweep comes within an interval: workers may park refunds from now
+    (each sweep then renews the heartbeat; see :mod:`refund_worker.heartbeat`)."""
+    from refund_worker.heartbeat import SweepHeartbeat
+    from refund_worker.runtime import limiter_redis
+
+    try:
+        client = limiter_redis(settings)
+    except ConfigurationError as exc:  # the workers refuse to start on it; beat only says so
+        log.warning("no heartbeat for the sweep: %s", exc)
+        return
+    SweepHeartbeat(client, settings.sweep_interval_seconds).beat()
 
 
 def _refuse_to_start(exc: Exception) -> None:

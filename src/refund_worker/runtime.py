@@ -93,7 +93,7 @@ class Runtime:
         database = Database.from_url(
             settings.database_dsn, pool_size=database_pool_size(settings, _task_slots)
         )
-        redis_client = _redis_for(settings)
+        redis_client = limiter_redis(settings)
         shops: dict[str, Shop] = {}
         for config in settings.shop_configs.values():
             shops[config.name] = Shop(
@@ -152,7 +152,7 @@ def database_pool_size(settings: Settings, task_slots: int | None) -> int | None
     return None
 
 
-def _redis_for(settings: Settings) -> redis.Redis | None:
+def limiter_redis(settings: Settings) -> redis.Redis | None:
     """The Redis the limiters and gates share: the broker's, or ``REDIS_URL`` beside another
     broker; None when there is none (gates are then this process's own)."""
     url = settings.limiter_redis_dsn

@@ -45,3 +45,23 @@ def test_no_redis_or_redis_away_means_no_sweep_is_trusted() -> None:
     away.beat()  # logged, not raised: a sweep never fails for its heartbeat
     assert not away.alive()
     assert not NoSweep().alive()
+
+
+def test_beat_starting_says_sweeps_will_run(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Beat's start sets the heartbeat (its first sweep is an interval away); a Redis that
+    cannot be reached only costs the heartbeat, never beat's start."""
+    from refund_worker import celery_app, runtime
+    from refund_worker.errors import ConfigurationError
+    from refund_worker.settings import Settings
+
+    client = fakeredis.FakeRedis()
+    monkeypatch.setattr(runtime, "limiter_redis", lambda settings: client)
+    settings = Settings(_env_file=None, sweep_interval_seconds=10)  # type: ignore[call-arg]
+    celery_app._sweeps_will_run(settings)
+    assert 29_000 < client.pttl(KEY) <= 30_000
+
+    def unreachable(settings: Settings) -> None:
+        raise ConfigurationError("cannot reach the Redis of REFUND_WORKER_REDIS_URL")
+
+    monkeypatch.setattr(runtime, "limiter_redis", unreachable)
+    celery_app._sweeps_will_run(settings)  # logged, not raised
