@@ -88,6 +88,8 @@ def _floor(d: dict[str, Any]) -> dict[str, float]:
         "refund_ratio": median["refund"]["ratio"],
         "refund_over_durable": round(median["refund"]["ratio"] / median["durable"]["ratio"], 3),
         "noop_per_s": median["noop"]["per_s"],
+        "durable_per_s": median["durable"]["per_s"],
+        "refund_per_s": median["refund"]["per_s"],
     }
 
 
