@@ -24,7 +24,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from typing import Any
 
 import common
 
@@ -46,14 +45,6 @@ HEAVY = (
 )
 
 
-class _NoBroker:
-    def publish_refunds(self, refund_ids: Any) -> None:
-        pass
-
-    def publish_notifications(self, refund_ids: Any) -> None:
-        pass
-
-
 def _seed(url: str, refunds: int) -> str:
     """A migrated database with ``refunds`` refunds; the id of one of them."""
     database = Database.from_url(url)
@@ -62,7 +53,7 @@ def _seed(url: str, refunds: int) -> str:
         validate_request({"idempotency_key": f"rma-{i}", "order_id": 1000 + i})
         for i in range(refunds)
     ]
-    receipts = enqueue_refunds(requests, database=database, publisher=_NoBroker())
+    receipts = enqueue_refunds(requests, database=database, publisher=common.NoPublisher())
     database.dispose()
     middle = receipts[len(receipts) // 2]
     assert isinstance(middle, RefundReceipt)

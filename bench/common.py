@@ -297,6 +297,34 @@ def refund_requests(
     ]
 
 
+def item_refunds(count: int, run: str) -> list[Any]:
+    """``count`` validated partial refunds (one item each, customer notified) of orders 1..count,
+    for scripts that drive the store without Magento."""
+    from refund_worker.intake import validate_request
+
+    return [
+        validate_request(
+            {
+                "idempotency_key": f"{run}-{n}",
+                "order_id": n + 1,
+                "notify_customer": True,
+                "items": [{"order_item_id": 1, "qty": 1}],
+            }
+        )
+        for n in range(count)
+    ]
+
+
+class NoPublisher:
+    """A publisher that publishes nothing: intake for scripts that need the rows, not messages."""
+
+    def publish_refunds(self, refund_ids: Sequence[str]) -> None:
+        pass
+
+    def publish_notifications(self, refund_ids: Sequence[str]) -> None:
+        pass
+
+
 def calls_in_sequence(orders: Sequence[tuple[int, int, bool]], notify: bool = True) -> float:
     """Magento calls one refund makes one after the other (mean over the orders)."""
     per = [(3 if online else 2) + (1 if notify else 0) for _, _, online in orders]

@@ -33,18 +33,13 @@ import psutil
 from sqlalchemy import event, text
 
 from refund_worker.db import Database, upgrade
-from refund_worker.intake import enqueue_refunds, validate_request
+from refund_worker.intake import enqueue_refunds
 from refund_worker.magento import CallRecord
 from refund_worker.models import utcnow
 from refund_worker.schemas import NotificationStatus
 from refund_worker.store import ClaimedRefund, EmailStore, RefundStore
 
 _MEMO_IDS = itertools.count(1)
-
-
-class _NoPublish:
-    def publish_refunds(self, refund_ids: Any) -> None:
-        pass
 
 
 def _cpu() -> float:
@@ -105,23 +100,13 @@ def one_round(database: Database, name: str, refunds: int) -> dict[str, dict[str
     """Every step over ``refunds`` new refunds; per refund: database and client CPU (ms),
     statements and transactions."""
     store, emails = RefundStore(database), EmailStore(database)
-    requests = [
-        validate_request(
-            {
-                "idempotency_key": f"k-{n}-{utcnow().timestamp()}",
-                "order_id": n + 1,
-                "notify_customer": True,
-                "items": [{"order_item_id": 1, "qty": 1}],
-            }
-        )
-        for n in range(refunds)
-    ]
+    requests = common.item_refunds(refunds, f"k-{utcnow().timestamp()}")
     ids: list[str] = []
     claims: list[ClaimedRefund] = []
     email_claims: list[Any] = []
 
     def intake() -> None:
-        for result in enqueue_refunds(requests, database=database, publisher=_NoPublish()):
+        for result in enqueue_refunds(requests, database=database, publisher=common.NoPublisher()):
             ids.append(result.refund_id)  # type: ignore[union-attr]
 
     def claim() -> None:

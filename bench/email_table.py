@@ -25,7 +25,7 @@ from sqlalchemy import bindparam, text, update
 from sqlalchemy.engine import Connection
 
 from refund_worker.db import Database, upgrade
-from refund_worker.intake import enqueue_refunds, validate_request
+from refund_worker.intake import enqueue_refunds
 from refund_worker.models import Refund
 
 VARIANTS = ("refunds", "table")
@@ -34,14 +34,6 @@ _EMAILS_DDL = (
     "ON DELETE CASCADE, status varchar(20) NOT NULL, attempts int NOT NULL)",
     "CREATE INDEX ix_emails_live ON emails (status) WHERE status NOT IN ('sent', 'failed')",
 )
-
-
-class _NoPublish:
-    def publish_refunds(self, refund_ids: Any) -> None:
-        pass
-
-    def publish_notifications(self, refund_ids: Any) -> None:
-        pass
 
 
 def _steps(variant: str) -> dict[str, Any]:
@@ -89,18 +81,8 @@ def one_run(variant: str, refunds: int) -> dict[str, float]:
                 with database.engine.begin() as connection:
                     for ddl in _EMAILS_DDL:
                         connection.execute(text(ddl))
-            requests = [
-                validate_request(
-                    {
-                        "idempotency_key": f"email-table-{n}",
-                        "order_id": n + 1,
-                        "notify_customer": True,
-                        "items": [{"order_item_id": 1, "qty": 1}],
-                    }
-                )
-                for n in range(refunds)
-            ]
-            results = enqueue_refunds(requests, database=database, publisher=_NoPublish())
+            requests = common.item_refunds(refunds, "email-table")
+            results = enqueue_refunds(requests, database=database, publisher=common.NoPublisher())
             ids = [result.refund_id for result in results]  # type: ignore[union-attr]
             engine = database.engine.execution_options(isolation_level="AUTOCOMMIT")
             with engine.connect() as connection:

@@ -148,15 +148,11 @@ def claim(args: argparse.Namespace) -> list[dict[str, Any]]:
     )  # fmt: skip
     reset = text("UPDATE refunds SET notification_status = 'pending' WHERE id = :rid")
 
-    class NoPublish:
-        def publish_refunds(self, refund_ids: Any) -> None:
-            pass
-
     with common.private_database("micro_claim") as url:
         database = Database.from_url(url)
         receipt: Any = enqueue_refund(
             {"idempotency_key": "micro", "order_id": 1, "notify_customer": True},
-            database=database, publisher=NoPublish(),
+            database=database, publisher=common.NoPublisher(),
         )  # fmt: skip
         rid = receipt.refund_id
         with database.connection_scope() as connection:
@@ -235,15 +231,13 @@ def statements(args: argparse.Namespace) -> list[dict[str, Any]]:
                        c.first_attempt_at, c.last_error)
         )  # fmt: skip
 
-    class NoPublish:
-        def publish_refunds(self, refund_ids: Any) -> None:
-            pass
-
     with common.private_database("micro_statements") as url:
         database = Database.from_url(url, pool_size=1)
         common.upgrade(database.engine)
         receipt: Any = enqueue_refund(
-            {"idempotency_key": "micro", "order_id": 1}, database=database, publisher=NoPublish()
+            {"idempotency_key": "micro", "order_id": 1},
+            database=database,
+            publisher=common.NoPublisher(),
         )
         rid = receipt.refund_id
 
